@@ -1,0 +1,192 @@
+"""One experiment, from a search space to results: the wiring behind the CLI.
+
+Order of work: validate everything that can be validated without Ray (space,
+model, schedule, flags), train or load the baseline, check the threshold can
+be reached, then start or join Ray, start the device, measure the baseline
+once, and run the Tuner.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edge_tune.compression import apply_pruners, count_macs_params, parse_schedule
+from edge_tune.data import Dataset, load_dataset
+from edge_tune.device import DeviceConfig, start_device
+from edge_tune.errors import UserError
+from edge_tune.objective import Objective, check_reachable, parse_threshold
+from edge_tune.report import format_table, rows_from_results, write_outputs
+from edge_tune.search import make_searcher
+from edge_tune.space import SearchSpace
+from edge_tune.train import Baseline, TrainConfig, load_or_train_baseline
+from edge_tune.trial import TrialContext, run_trial, verify_and_export
+
+__all__ = ["ExperimentConfig", "run_experiment"]
+
+EXIT_OK, EXIT_NO_FEASIBLE = 0, 3
+
+
+@dataclass
+class ExperimentConfig:
+    space: SearchSpace
+    accuracy_threshold: str = "-1.0"  # "97.5" = top-1 >= 97.5%; "-1.0" = at most 1 point below baseline
+    accuracy_weight: float = 1.0  # score per 100 accuracy points beside ln(speedup)
+    num_samples: int = 16  # trials
+    max_concurrent: int = 0  # trials at once; 0 = as many as the CPUs left beside the device allow
+    initial_points: int = 4  # random trials before the Gaussian process proposes
+    searcher: str = "bayesopt"  # bayesopt | random
+    seed: int = 0  # searcher, baseline training, fine-tuning
+    baseline: TrainConfig = field(default_factory=TrainConfig)  # baseline training recipe
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=0.01))  # under the space's
+    finetune_overrides: dict[str, Any] = field(default_factory=dict)  # flags; over the space's finetune section
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    trial_cpus: int = 1  # CPUs (torch threads) per trial
+    address: str | None = None  # Ray cluster to join; None starts a local one
+    output_dir: Path = Path("edge_tune_results")  # experiments are folders in here
+    name: str = ""  # experiment folder; default: <space>-<date>-<time>
+    cache_dir: Path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge_tune"
+
+
+def _log(msg: str) -> None:
+    print(f"[edge_tune] {msg}", flush=True)
+
+
+def dry_run_schedule(space: SearchSpace, data: Dataset, model: torch.nn.Module) -> None:
+    """Render the schedule at the space's midpoint and prune a throwaway copy, so that
+    weight names and groups that cannot be pruned are reported before any trial runs."""
+    schedule = parse_schedule(space.render(space.midpoint())[0])
+    try:
+        apply_pruners(copy.deepcopy(model), schedule.one_shot_pruners(), torch.zeros(1, *data.input_shape))
+    except ValueError as exc:
+        raise UserError(f"{space.path}: {exc}") from exc
+
+
+def start_ray(cfg: ExperimentConfig) -> Any:
+    import ray
+
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ctx = ray.init(address=address, namespace="edge_tune", log_to_driver=False)
+    else:
+        cpus = max(os.cpu_count() or 1, cfg.device.threads + cfg.trial_cpus)
+        ctx = ray.init(num_cpus=cpus, resources={cfg.device.resource: 1}, namespace="edge_tune",
+                       include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    url = getattr(ctx, "dashboard_url", None)
+    _log(f"Ray {'joined at ' + address if address else 'started locally'}; dashboard: "
+         f"{'http://' + url if url and not url.startswith('http') else url or 'not available'}")
+    return ray
+
+
+def _progress_callback(total: int) -> Any:
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        """One line per finished trial instead of Tune's tables."""
+
+        def __init__(self) -> None:
+            self.done = 0
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done += 1
+            m = trial.last_result or {}
+            _log(f"trial {self.done}/{total} {trial.trial_id}: speedup {m.get('speedup', float('nan')):.3f}x, "
+                 f"top1 {m.get('top1', float('nan')):.2f}% (device {m.get('top1_device', float('nan')):.2f}%), "
+                 f"{'feasible' if m.get('feasible') else 'infeasible'}; "
+                 + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items()))
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done += 1
+            _log(f"trial {self.done}/{total} {trial.trial_id}: errored, the search goes on ({trial.error_file})")
+
+    return Progress()
+
+
+def run_experiment(cfg: ExperimentConfig) -> int:
+    space = cfg.space
+    data = load_dataset(space.dataset)
+    threshold_spec = parse_threshold(cfg.accuracy_threshold)
+    finetune = replace(cfg.finetune, seed=cfg.seed)
+    from edge_tune.models import create_model
+
+    dry_run_schedule(space, data, create_model(space.model, num_classes=data.num_classes, in_channels=data.in_channels))
+    started = time.perf_counter()
+    torch.set_num_threads(os.cpu_count() or 1)
+    baseline = load_or_train_baseline(space.model, data, replace(cfg.baseline, seed=cfg.seed), cfg.cache_dir, _log)
+    _log(f"baseline {space.model} on {data.name}: top1 {baseline.accuracy.top1:.2f}% "
+         f"({'cached' if baseline.cached else f'trained in {baseline.train_seconds:.0f}s'})")
+    threshold = threshold_spec.resolve(baseline.accuracy.top1)
+    check_reachable(threshold, baseline.accuracy.top1, threshold_spec)
+    objective = Objective(threshold, cfg.accuracy_weight)
+    ray = start_ray(cfg)
+    try:
+        return _search(cfg, space, data, baseline, objective, finetune, started, ray)
+    finally:
+        ray.shutdown()
+
+
+def _search(cfg: ExperimentConfig, space: SearchSpace, data: Dataset, baseline: Baseline, objective: Objective,
+            finetune: TrainConfig, started: float, ray: Any) -> int:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    model = baseline.build(data.num_classes, data.in_channels)
+    example = torch.zeros(1, *data.input_shape)
+    onnx = verify_and_export(model, example)
+    macs, params = count_macs_params(model, example)
+    device = start_device(cfg.device, onnx, (data.x_val.numpy(), data.y_val.numpy()))
+    base_latency = ray.get(device.benchmark.remote(onnx))
+    base_device = ray.get(device.evaluate.remote(onnx))
+    _log(f"device {cfg.device.device} ({base_latency.precision}, {cfg.device.threads} thread(s)): baseline "
+         f"{base_latency.latency_ms_p50:.3f} ms p50, top1 on device {base_device.top1:.2f}%; "
+         f"threshold {objective.threshold:.2f}% top-1")
+    ctx = TrialContext(space, baseline, data.name, finetune, cfg.finetune_overrides, objective, macs, cfg.trial_cpus)
+    searcher = make_searcher(cfg.searcher, space.params, cfg.initial_points, cfg.seed)
+    total = int(ray.cluster_resources().get("CPU", 1))
+    concurrent = cfg.max_concurrent or max(1, (total - cfg.device.threads) // cfg.trial_cpus)
+    name = cfg.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = cfg.output_dir.resolve()
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.trial_cpus})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space.to_tune() if cfg.searcher == "random" else {},
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent) if cfg.searcher != "random" else searcher,
+            metric="score", mode="max", num_samples=cfg.num_samples,
+            max_concurrent_trials=concurrent if cfg.searcher == "random" else None,
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0, callbacks=[_progress_callback(cfg.num_samples)],
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+    _log(f"searching {space.name}: {cfg.num_samples} trials, {concurrent} at a time, searcher {cfg.searcher}")
+    results = tuner.fit()
+    rows = rows_from_results(results)
+    experiment = {
+        "space": space.name, "model": space.model, "dataset": data.name, "threshold_top1": objective.threshold,
+        "accuracy_weight": objective.accuracy_weight, "baseline": {
+            "top1": baseline.accuracy.top1, "top5": baseline.accuracy.top5, "top1_device": base_device.top1,
+            "latency_ms": base_latency.latency_ms_p50, "latency_ms_p90": base_latency.latency_ms_p90,
+            "macs": macs, "params": params, "train_seconds": baseline.train_seconds, "cached": baseline.cached},
+        "device": asdict(cfg.device), "precision": base_latency.precision, "finetune": {**asdict(finetune), **space.finetune, **cfg.finetune_overrides},
+        "searcher": cfg.searcher, "num_samples": cfg.num_samples, "wall_seconds": time.perf_counter() - started,
+    }
+    out_dir = storage / name
+    best = write_outputs(out_dir, rows, list(space.params), experiment)
+    print(format_table(sorted(rows, key=lambda r: (not r.feasible, r.status != "ok", -r.score)), list(space.params)))
+    _log(f"wall time {experiment['wall_seconds']:.0f}s; results in {out_dir}")
+    (out_dir / "experiment.json").write_text(json.dumps(experiment, indent=2, default=str))
+    if best is None:
+        _log(f"no trial reached the threshold of {objective.threshold:.2f}% top-1; "
+             "best.json holds the best trial that completed, marked infeasible")
+        return EXIT_NO_FEASIBLE
+    m = best.metrics
+    _log(f"best feasible: {best.trial_id} speedup {m['speedup']:.3f}x (cv {m['speedup_cv']:.3f}), "
+         f"top1 {m['top1']:.2f}% (device {m['top1_device']:.2f}%), {m['macs']:,} MACs vs {macs:,}")
+    return EXIT_OK

@@ -1,0 +1,96 @@
+"""The command line: ``python -m edge_tune.run --space filter_prune`` (or ``edge-tune``).
+
+Precedence, fixed: built-in defaults, then the search space file (its
+``search`` and ``finetune`` sections), then these flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from edge_tune.errors import UserError
+
+__all__ = ["build_parser", "main"]
+
+SMOKE = {"num_samples": 2, "epochs": 1, "baseline_epochs": 4, "initial_points": 2}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-tune", description=(
+        "Search compression parameters for the lowest latency measured on an edge device, "
+        "keeping top-1 above a threshold."))
+    p.add_argument("--space", required=True, help="search space: a name in search_spaces/ or a .yaml path")
+    p.add_argument("--accuracy-threshold", default=None, metavar="T",
+                   help="top-1 to keep: 97.5 (absolute, percent) or -1.0 (points below the baseline); default -1.0")
+    p.add_argument("--accuracy-weight", type=float, default=None, help="score weight of accuracy (default 1.0)")
+    p.add_argument("--num-samples", type=int, default=None, help="number of trials (default: space file, else 16)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: CPUs beside the device)")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per trial (default: space file, else 3)")
+    p.add_argument("--baseline-epochs", type=int, default=None, help="baseline training epochs (default 15)")
+    p.add_argument("--searcher", default="bayesopt", choices=["bayesopt", "random"])
+    p.add_argument("--initial-points", type=int, default=None, help="random trials before BO (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO:... (default CPU)")
+    p.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"], help="OpenVINO inference precision")
+    p.add_argument("--device-threads", type=int, default=1, help="CPU threads (and Ray CPUs) of the device actor")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else start one)")
+    p.add_argument("--output-dir", type=Path, default=Path("edge_tune_results"))
+    p.add_argument("--name", default="", help="experiment folder name (default <space>-<date>-<time>)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="baseline cache (default ~/.cache/edge_tune)")
+    p.add_argument("--smoke", action="store_true",
+                   help="2 trials of 1 fine-tune epoch on a 4-epoch baseline: a quick end-to-end try")
+    return p
+
+
+def _positive(flag: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"{flag} {value}: must be at least 1")
+
+
+def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Defaults, then the space file, then the flags."""
+    from edge_tune.device import DeviceConfig
+    from edge_tune.experiment import ExperimentConfig
+    from edge_tune.space import find_space
+
+    for flag in ("num_samples", "max_concurrent", "epochs", "baseline_epochs", "initial_points", "device_threads"):
+        _positive("--" + flag.replace("_", "-"), getattr(args, flag))
+    space = find_space(args.space)
+    cfg = ExperimentConfig(space=space)
+    search = space.search
+    smoke = SMOKE if args.smoke else {}
+    cfg.num_samples = args.num_samples or smoke.get("num_samples") or search.get("num_samples", cfg.num_samples)
+    cfg.max_concurrent = args.max_concurrent or search.get("max_concurrent", 0)
+    cfg.initial_points = args.initial_points or smoke.get("initial_points") or search.get("initial_points", cfg.initial_points)
+    epochs = args.epochs or smoke.get("epochs")
+    cfg.finetune_overrides = {"epochs": epochs} if epochs else {}
+    cfg.baseline = replace(cfg.baseline, epochs=args.baseline_epochs or smoke.get("baseline_epochs") or cfg.baseline.epochs)
+    cfg.accuracy_threshold = args.accuracy_threshold if args.accuracy_threshold is not None else "-1.0"
+    cfg.accuracy_weight = args.accuracy_weight if args.accuracy_weight is not None else cfg.accuracy_weight
+    cfg.searcher, cfg.seed, cfg.address, cfg.name = args.searcher, args.seed, args.address, args.name
+    cfg.device = DeviceConfig(device=args.device, precision=args.precision, threads=args.device_threads)
+    cfg.output_dir = args.output_dir
+    if args.cache_dir is not None:
+        cfg.cache_dir = args.cache_dir
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from edge_tune.experiment import run_experiment
+
+        return run_experiment(config_from_args(args))
+    except UserError as exc:
+        print(f"edge-tune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edge-tune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Search space files: parameters with domains, and templates that refer to them.
+
+A space file (``search_spaces/NAME.yaml``) holds::
+
+    model: resnet20            # zoo name or package.module:function
+    dataset: digits
+    params:                    # the searched parameters
+      stage1: {type: float, low: 0.0, high: 0.8}
+      width:  {type: int, low: 1, high: 4}
+      int8:   {type: choice, values: [false, true]}
+    finetune: {epochs: 3, lr: 0.01}       # TrainConfig fields; may refer to params
+    search: {num_samples: 16}             # defaults the CLI can override
+    schedule: {version: 1, pruners: ...}  # Distiller's schedule format
+
+Anywhere in ``schedule`` or ``finetune`` the string ``${name}`` stands for the
+value of parameter ``name``. Every mistake raises ``UserError`` naming the
+file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge_tune.errors import UserError
+
+__all__ = ["Param", "SearchSpace", "find_space", "load_space", "space_names"]
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_TOP_KEYS = {"description", "model", "dataset", "params", "finetune", "search", "schedule"}
+_SEARCH_KEYS = {"num_samples", "max_concurrent", "initial_points"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched parameter: ``float`` or ``int`` in [low, high], or a ``choice`` of values."""
+
+    name: str
+    type: str  # float | int | choice
+    low: float = 0.0
+    high: float = 0.0
+    values: tuple[Any, ...] = ()
+
+    def to_tune(self) -> Any:
+        from ray import tune
+
+        if self.type == "float":
+            return tune.uniform(self.low, self.high)
+        if self.type == "int":
+            return tune.randint(int(self.low), int(self.high) + 1)  # randint's upper bound is exclusive
+        return tune.choice(list(self.values))
+
+    def bo_bounds(self) -> Any:
+        """bayes_opt 3.x bounds: (lo, hi) float, (lo, hi, int), or a list of categories."""
+        if self.type == "float":
+            return (float(self.low), float(self.high))
+        if self.type == "int":
+            return (int(self.low), int(self.high), int)
+        return list(self.values)
+
+    def midpoint(self) -> Any:
+        if self.type == "float":
+            return (self.low + self.high) / 2
+        if self.type == "int":
+            return int((self.low + self.high) // 2)
+        return self.values[0]
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    path: Path
+    model: str
+    dataset: str
+    params: dict[str, Param]
+    schedule: dict[str, Any]  # template, with ${param} references
+    finetune: dict[str, Any] = field(default_factory=dict)  # template
+    search: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def render(self, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The concrete (schedule, finetune) for one configuration of the params."""
+        missing = sorted(set(self.params) - set(config))
+        if missing:
+            raise UserError(f"{self.path}: configuration lacks parameter(s) {', '.join(missing)}")
+        return _substitute(self.schedule, config), _substitute(self.finetune, config)
+
+    def to_tune(self) -> dict[str, Any]:
+        return {name: p.to_tune() for name, p in self.params.items()}
+
+    def bo_bounds(self) -> dict[str, Any]:
+        return {name: p.bo_bounds() for name, p in self.params.items()}
+
+    def midpoint(self) -> dict[str, Any]:
+        return {name: p.midpoint() for name, p in self.params.items()}
+
+
+def _substitute(node: Any, config: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute(v, config) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, config) for v in node]
+    if isinstance(node, str) and (m := _REF.match(node)):
+        return config[m.group(1)]
+    return copy.deepcopy(node)
+
+
+def _references(node: Any, where: str) -> list[tuple[str, str]]:
+    """Every (param name, key path) referred to in ``node``."""
+    if isinstance(node, dict):
+        return [r for k, v in node.items() for r in _references(v, f"{where}.{k}")]
+    if isinstance(node, list):
+        return [r for i, v in enumerate(node) for r in _references(v, f"{where}[{i}]")]
+    if isinstance(node, str) and "${" in node:
+        m = _REF.match(node)
+        if m is None:
+            raise ValueError(f"{where}: {node!r} must be exactly '${{name}}'")
+        return [(m.group(1), where)]
+    return []
+
+
+def _parse_param(name: str, spec: Any, where: str) -> Param:
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: expected a mapping like {{type: float, low: 0.0, high: 0.8}}")
+    kind = spec.get("type")
+    if kind in ("float", "int"):
+        extra = set(spec) - {"type", "low", "high"}
+        if extra:
+            raise ValueError(f"{where}.{sorted(extra)[0]}: unknown key (a {kind} param has low, high)")
+        low, high = spec.get("low"), spec.get("high")
+        for key, v in (("low", low), ("high", high)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"{where}.{key}: must be a number, got {v!r}")
+            if kind == "int" and not float(v).is_integer():
+                raise ValueError(f"{where}.{key}: an int param needs whole bounds, got {v!r}")
+        assert isinstance(low, (int, float)) and isinstance(high, (int, float))
+        if not low < high:
+            raise ValueError(f"{where}: low ({low}) must be below high ({high})")
+        return Param(name, kind, float(low), float(high))
+    if kind == "choice":
+        extra = set(spec) - {"type", "values"}
+        if extra:
+            raise ValueError(f"{where}.{sorted(extra)[0]}: unknown key (a choice param has values)")
+        values = spec.get("values")
+        if not isinstance(values, list) or len(values) < 2:
+            raise ValueError(f"{where}.values: a choice needs a list of at least two values")
+        return Param(name, kind, values=tuple(values))
+    raise ValueError(f"{where}.type: must be float, int or choice, got {kind!r}")
+
+
+def _parse(name: str, path: Path, doc: Any) -> SearchSpace:
+    if not isinstance(doc, dict):
+        raise ValueError("the file must be a YAML mapping with params and schedule")
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown key; a space file has {', '.join(sorted(_TOP_KEYS))}")
+    for key in ("params", "schedule"):
+        if not isinstance(doc.get(key), dict):
+            raise ValueError(f"{key}: required, and must be a mapping")
+    search = doc.get("search") or {}
+    bad = sorted(set(search) - _SEARCH_KEYS)
+    if bad:
+        raise ValueError(f"search.{bad[0]}: unknown key; allowed: {', '.join(sorted(_SEARCH_KEYS))}")
+    params = {p: _parse_param(p, s, f"params.{p}") for p, s in doc["params"].items()}
+    if not params:
+        raise ValueError("params: at least one parameter is needed to search")
+    finetune = doc.get("finetune") or {}
+    refs = _references(doc["schedule"], "schedule") + _references(finetune, "finetune")
+    for ref, where in refs:
+        if ref not in params:
+            raise ValueError(f"{where}: refers to undefined parameter ${{{ref}}}; defined: {', '.join(params)}")
+    unused = sorted(set(params) - {r for r, _ in refs})
+    if unused:
+        raise ValueError(f"params.{unused[0]}: defined but never referred to as ${{{unused[0]}}}")
+    _check_finetune_keys(finetune)
+    return SearchSpace(
+        name=name, path=path, model=str(doc.get("model", "resnet20")),
+        dataset=str(doc.get("dataset", "digits")), params=params, schedule=doc["schedule"],
+        finetune=finetune, search=search, description=str(doc.get("description", "")).strip(),
+    )
+
+
+def _check_finetune_keys(finetune: dict[str, Any]) -> None:
+    from edge_tune.train import TrainConfig
+
+    allowed = {f.name for f in fields(TrainConfig)} - {"seed"}
+    bad = sorted(set(finetune) - allowed)
+    if bad:
+        raise ValueError(f"finetune.{bad[0]}: unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def load_space(path: Path, name: str | None = None) -> SearchSpace:
+    """Parse and validate a space file; every error names the file and key."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: cannot read the search space: {exc}") from exc
+    try:
+        space = _parse(name or path.stem, path, doc)
+        from edge_tune.compression import parse_schedule
+
+        parse_schedule(space.render(space.midpoint())[0])  # schedule errors now, not in a trial
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from exc
+    return space
+
+
+def space_names(spaces_dir: Path = SPACES_DIR) -> list[str]:
+    return sorted(p.stem for p in spaces_dir.glob("*.yaml"))
+
+
+def find_space(name_or_path: str, spaces_dir: Path = SPACES_DIR) -> SearchSpace:
+    """``--space``: a name in ``search_spaces/`` or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UserError(f"--space {name_or_path}: no such file")
+        return load_space(path)
+    candidate = spaces_dir / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        found = ", ".join(space_names(spaces_dir)) or "none"
+        raise UserError(
+            f"--space {name_or_path}: no search space of that name in {spaces_dir.name}/; "
+            f"found: {found}. Pass a name from that list or a path to a .yaml file."
+        )
+    return load_space(candidate, name_or_path)

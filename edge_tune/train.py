@@ -1,0 +1,181 @@
+"""Training, fine-tuning and evaluation; the baseline and its on-disk cache."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_tune.data import Dataset
+from edge_tune.models import create_model
+
+__all__ = ["Accuracy", "Baseline", "TrainConfig", "evaluate", "fine_tune", "load_or_train_baseline"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 15  # passes over the training split
+    lr: float = 0.1  # initial SGD learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # L2 penalty
+    batch_size: int = 64  # images per step
+    augment: bool = True  # random 2-pixel translations of training images
+    seed: int = 0  # weight init, batch order, augmentation
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    top1: float  # percent
+    top5: float  # percent
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> Accuracy:
+    """Top-1 and top-5 accuracy of ``model`` in eval mode, in percent."""
+    model.eval()
+    correct1 = correct5 = 0
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i : i + batch_size])  # (B, classes)
+        k = min(5, logits.shape[1])
+        topk = logits.topk(k, dim=1).indices  # (B, k)
+        target = y[i : i + batch_size].unsqueeze(1)
+        correct1 += int((topk[:, :1] == target).sum())
+        correct5 += int((topk == target).any(dim=1).sum())
+    return Accuracy(100.0 * correct1 / len(x), 100.0 * correct5 / len(x))
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
+    # Random translation by up to `pad` pixels, the CIFAR pad-and-crop recipe.
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    offs = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offs.tolist())])
+
+
+def train_epoch(
+    model: nn.Module, opt: torch.optim.Optimizer, data: Dataset, cfg: TrainConfig, gen: torch.Generator
+) -> float:
+    """One pass over the training split; returns the mean loss.
+
+    Raises ``FloatingPointError`` on a NaN or infinite loss, so the trial is
+    recorded as errored instead of reporting garbage.
+    """
+    model.train()
+    order = torch.randperm(len(data.x_train), generator=gen)
+    total, steps = 0.0, 0
+    for i in range(0, len(order), cfg.batch_size):
+        idx = order[i : i + cfg.batch_size]
+        x = data.x_train[idx]
+        if cfg.augment:
+            x = _augment(x, gen)
+        loss = F.cross_entropy(model(x), data.y_train[idx])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {steps}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total, steps = total + loss.item(), steps + 1
+    return total / max(steps, 1)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+
+EpochHook = Callable[[int, float, Accuracy], None]  # (epoch, mean loss, validation accuracy)
+
+
+def fine_tune(
+    model: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    *,
+    on_epoch_start: Callable[[int, torch.optim.Optimizer], None] | None = None,
+    on_epoch_end: EpochHook | None = None,
+) -> Accuracy:
+    """Train ``model`` in place for ``cfg.epochs``; returns the final validation accuracy.
+
+    ``on_epoch_start(epoch, optimizer)`` is where a compression schedule acts
+    (pruning steps, learning-rate changes); ``on_epoch_end`` sees the epoch's
+    loss and validation accuracy (for reporting to Ray Tune).
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = make_optimizer(model, cfg)
+    acc = evaluate(model, data.x_val, data.y_val)
+    for epoch in range(cfg.epochs):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch, opt)
+        loss = train_epoch(model, opt, data, cfg, gen)
+        acc = evaluate(model, data.x_val, data.y_val)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, loss, acc)
+    return acc
+
+
+@dataclass(frozen=True)
+class Baseline:
+    model_name: str
+    dataset: str
+    state_dict: dict[str, torch.Tensor]
+    accuracy: Accuracy
+    train_seconds: float  # wall time of the training that produced it, also when loaded from cache
+    cache_key: str
+    cached: bool  # True when loaded from the cache in this run
+
+    def build(self, num_classes: int, in_channels: int) -> nn.Module:
+        model = create_model(self.model_name, num_classes=num_classes, in_channels=in_channels)
+        model.load_state_dict(copy.deepcopy(self.state_dict))
+        return model.eval()
+
+
+def baseline_key(model_name: str, data: Dataset, cfg: TrainConfig) -> str:
+    """Cache key: model, dataset and the whole training recipe (seed included)."""
+    blob = json.dumps({"model": model_name, "dataset": data.name, **asdict(cfg)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_or_train_baseline(
+    model_name: str, data: Dataset, cfg: TrainConfig, cache_dir: Path, log: Callable[[str], None] = print
+) -> Baseline:
+    """Load the baseline from ``cache_dir`` or train it there on first use."""
+    key = baseline_key(model_name, data, cfg)
+    folder = cache_dir / "baselines" / f"{model_name.replace(':', '_')}-{data.name}-{key}"
+    weights, meta_file = folder / "model.pt", folder / "meta.json"
+    if weights.exists() and meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        return Baseline(model_name, data.name, state, Accuracy(**meta["accuracy"]),
+                        meta["train_seconds"], key, cached=True)
+    log(f"training baseline {model_name} on {data.name} ({cfg.epochs} epochs); cached in {folder}")
+    torch.manual_seed(cfg.seed)
+    model = create_model(model_name, num_classes=data.num_classes, in_channels=data.in_channels)
+    start = time.perf_counter()
+
+    def cosine(epoch: int, opt: torch.optim.Optimizer) -> None:
+        for group in opt.param_groups:
+            group["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+
+    def progress(epoch: int, loss: float, acc: Accuracy) -> None:
+        log(f"  baseline epoch {epoch + 1}/{cfg.epochs}: loss {loss:.3f}, top1 {acc.top1:.2f}%")
+
+    acc = fine_tune(model, data, cfg, on_epoch_start=cosine, on_epoch_end=progress)
+    seconds = time.perf_counter() - start
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_suffix(f".tmp{os.getpid()}")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, weights)  # atomic: a half-written cache is never loaded
+    meta_file.write_text(json.dumps({"accuracy": asdict(acc), "train_seconds": seconds,
+                                     "model": model_name, "dataset": data.name, "recipe": asdict(cfg)}, indent=2))
+    return Baseline(model_name, data.name, model.state_dict(), acc, seconds, key, cached=False)

@@ -1,0 +1,99 @@
+"""One trial: prune a copy of the baseline, measure it on the device, fine-tune, report.
+
+The device starts measuring the pruned architecture before fine-tuning
+begins (latency depends only on the architecture), so the device and the
+trainer work at the same time; the final weights are then evaluated on the
+device as well. Every report carries ``score`` and ``constraint`` (NaN until
+the latency is known) so Ray Tune's metric checks hold for every result.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from edge_tune.compression import apply_pruners, parse_schedule
+from edge_tune.compression.lr import ScheduledLR
+from edge_tune.data import load_dataset
+from edge_tune.device import get_device
+from edge_tune.export import to_onnx, verify_export
+from edge_tune.objective import Objective
+from edge_tune.space import SearchSpace
+from edge_tune.train import Accuracy, Baseline, TrainConfig, fine_tune
+
+__all__ = ["TrialContext", "run_trial"]
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs besides its config; shipped once through Ray's object store."""
+
+    space: SearchSpace
+    baseline: Baseline
+    dataset: str
+    train: TrainConfig  # fine-tuning defaults
+    train_overrides: dict[str, Any]  # from flags: over the space's finetune section, which is over the defaults
+    objective: Objective
+    baseline_macs: int
+    threads: int  # torch threads in the trial (the CPUs Ray gave it)
+
+
+def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """The Ray Tune trainable (function API)."""
+    import ray
+    from ray import tune
+
+    torch.set_num_threads(ctx.threads)
+    data = load_dataset(ctx.dataset)
+    schedule_doc, finetune = ctx.space.render(config)
+    schedule = parse_schedule(schedule_doc)
+    model = ctx.baseline.build(data.num_classes, data.in_channels)
+    example = torch.zeros(1, *data.input_shape)  # (1, C, H, W): the device runs batch 1
+    pruned = apply_pruners(model, schedule.one_shot_pruners(), example)
+    device = get_device()
+    latency_ref = device.benchmark.remote(verify_and_export(model, example))  # measured while we fine-tune
+
+    lr = ScheduledLR(schedule)
+
+    def epoch_end(epoch: int, loss: float, acc: Accuracy) -> None:
+        lr.on_epoch_end(epoch)
+        ready, _ = ray.wait([latency_ref], timeout=0)
+        speedup = ray.get(ready[0]).speedup if ready else math.nan
+        tune.report({"epoch": epoch + 1, "loss": loss, "top1": acc.top1, "top5": acc.top5,
+                     "score": ctx.objective.score(acc.top1, speedup),
+                     "constraint": ctx.objective.constraint(acc.top1), "final": False})
+
+    cfg = replace(ctx.train, **{**finetune, **ctx.train_overrides})
+    acc = fine_tune(model, data, cfg, on_epoch_start=lr.on_epoch_start, on_epoch_end=epoch_end)
+    final_onnx = verify_and_export(model, example)
+    on_device = ray.get(device.evaluate.remote(final_onnx))
+    latency = ray.get(latency_ref)
+    top1 = min(acc.top1, on_device.top1)
+    metrics = {
+        "epoch": cfg.epochs, "top1": acc.top1, "top5": acc.top5, "top1_device": on_device.top1,
+        "top5_device": on_device.top5, "latency_ms": latency.latency_ms_p50,
+        "latency_ms_p90": latency.latency_ms_p90, "baseline_latency_ms": latency.baseline_latency_ms_p50,
+        "speedup": latency.speedup, "speedup_cv": latency.speedup_cv, "precision": latency.precision,
+        "latency_cached": latency.cached, "macs": pruned.macs_after, "params": pruned.params_after,
+        "macs_ratio": pruned.macs_after / ctx.baseline_macs,
+        "channels": {g.members[0]: g.channels_after for g in pruned.groups},
+        "feasible": ctx.objective.feasible(top1), "constraint": ctx.objective.constraint(top1),
+        "score": ctx.objective.score(top1, latency.speedup), "final": True,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "model.onnx").write_bytes(final_onnx)
+        Path(tmp, "schedule.yaml").write_text(yaml.safe_dump(schedule.raw, sort_keys=False))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def verify_and_export(model: torch.nn.Module, example: torch.Tensor) -> bytes:
+    """ONNX bytes whose convolutions provably match ``model`` (objective O0)."""
+    onnx_bytes = to_onnx(model, example)
+    verify_export(onnx_bytes, model)
+    return onnx_bytes
