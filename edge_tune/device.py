@@ -71,7 +71,9 @@ class DeviceRunner:
     """Compiles ONNX models on one OpenVINO device and measures them."""
 
     def __init__(
-        self, cfg: DeviceConfig, baseline_onnx: bytes | None = None,
+        self,
+        cfg: DeviceConfig,
+        baseline_onnx: bytes | None = None,
         eval_data: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         # Baseline and validation data come in through the constructor so that
@@ -98,9 +100,14 @@ class DeviceRunner:
             self.set_eval_data(*eval_data)
 
     def info(self) -> dict[str, Any]:
-        return {"config": asdict(self.cfg), "available": list(self.core.available_devices),
-                "name": self.core.get_property(self.cfg.device.split(":")[0], "FULL_DEVICE_NAME")
-                if self.cfg.device in self.core.available_devices else self.cfg.device, **self.stats}
+        return {
+            "config": asdict(self.cfg),
+            "available": list(self.core.available_devices),
+            "name": self.core.get_property(self.cfg.device.split(":")[0], "FULL_DEVICE_NAME")
+            if self.cfg.device in self.core.available_devices
+            else self.cfg.device,
+            **self.stats,
+        }
 
     def _compile(self, onnx_bytes: bytes) -> tuple[Any, float]:
         start = time.perf_counter()
@@ -153,7 +160,8 @@ class DeviceRunner:
         all_a: list[float] = []
         ratios, medians_a, medians_b = [], [], []
         for r in range(self.cfg.rounds):
-            ta, tb = [], []
+            ta: list[float] = []
+            tb: list[float] = []
             # Alternate which model goes first so neither always follows the other.
             order = (a, b) if r % 2 == 0 else (b, a)
             for _ in range(self.cfg.iters_per_round):
@@ -167,10 +175,17 @@ class DeviceRunner:
             ratios.append(mb / ma)
             all_a += ta
         return LatencyResult(
-            latency_ms_p50=float(np.percentile(all_a, 50)), latency_ms_p90=float(np.percentile(all_a, 90)),
-            baseline_latency_ms_p50=statistics.median(medians_b), speedup=statistics.median(ratios),
-            speedup_cv=_cv(ratios), latency_cv=_cv(medians_a), rounds=self.cfg.rounds, device=self.cfg.device,
-            precision=self._precision(compiled), threads=self.cfg.threads, compile_s=compile_s,
+            latency_ms_p50=float(np.percentile(all_a, 50)),
+            latency_ms_p90=float(np.percentile(all_a, 90)),
+            baseline_latency_ms_p50=statistics.median(medians_b),
+            speedup=statistics.median(ratios),
+            speedup_cv=_cv(ratios),
+            latency_cv=_cv(medians_a),
+            rounds=self.cfg.rounds,
+            device=self.cfg.device,
+            precision=self._precision(compiled),
+            threads=self.cfg.threads,
+            compile_s=compile_s,
         )
 
     def evaluate(self, onnx_bytes: bytes) -> DeviceAccuracy:
@@ -203,9 +218,7 @@ def _cv(values: list[float]) -> float:
     return statistics.pstdev(values) / mean if len(values) > 1 and mean else 0.0
 
 
-def start_device(
-    cfg: DeviceConfig, baseline_onnx: bytes, eval_data: tuple[np.ndarray, np.ndarray]
-) -> Any:
+def start_device(cfg: DeviceConfig, baseline_onnx: bytes, eval_data: tuple[np.ndarray, np.ndarray]) -> Any:
     """Create the named ``EdgeDevice`` actor; raises ``UserError`` if the device is missing.
 
     The actor reserves ``cfg.threads`` CPUs and one unit of ``cfg.resource``,
@@ -216,9 +229,14 @@ def start_device(
     from ray.exceptions import RayActorError
 
     actor_cls = ray.remote(DeviceRunner)
-    actor = actor_cls.options(  # type: ignore[attr-defined]
-        name=ACTOR_NAME, namespace=NAMESPACE, get_if_exists=False, num_cpus=cfg.threads,
-        resources={cfg.resource: 1}, max_restarts=-1, max_task_retries=3,
+    actor: Any = actor_cls.options(  # type: ignore[attr-defined]
+        name=ACTOR_NAME,
+        namespace=NAMESPACE,
+        get_if_exists=False,
+        num_cpus=cfg.threads,
+        resources={cfg.resource: 1},
+        max_restarts=-1,
+        max_task_retries=3,
     ).remote(cfg, baseline_onnx, eval_data)
     try:
         ray.get(actor.info.remote())

@@ -77,11 +77,19 @@ def start_ray(cfg: ExperimentConfig) -> Any:
         ctx = ray.init(address=address, namespace="edge_tune", log_to_driver=False)
     else:
         cpus = max(os.cpu_count() or 1, cfg.device.threads + cfg.trial_cpus)
-        ctx = ray.init(num_cpus=cpus, resources={cfg.device.resource: 1}, namespace="edge_tune",
-                       include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+        ctx = ray.init(
+            num_cpus=cpus,
+            resources={cfg.device.resource: 1},
+            namespace="edge_tune",
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
+        )
     url = getattr(ctx, "dashboard_url", None)
-    _log(f"Ray {'joined at ' + address if address else 'started locally'}; dashboard: "
-         f"{'http://' + url if url and not url.startswith('http') else url or 'not available'}")
+    _log(
+        f"Ray {'joined at ' + address if address else 'started locally'}; dashboard: "
+        f"{'http://' + url if url and not url.startswith('http') else url or 'not available'}"
+    )
     return ray
 
 
@@ -97,10 +105,12 @@ def _progress_callback(total: int) -> Any:
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.done += 1
             m = trial.last_result or {}
-            _log(f"trial {self.done}/{total} {trial.trial_id}: speedup {m.get('speedup', float('nan')):.3f}x, "
-                 f"top1 {m.get('top1', float('nan')):.2f}% (device {m.get('top1_device', float('nan')):.2f}%), "
-                 f"{'feasible' if m.get('feasible') else 'infeasible'}; "
-                 + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items()))
+            _log(
+                f"trial {self.done}/{total} {trial.trial_id}: speedup {m.get('speedup', float('nan')):.3f}x, "
+                f"top1 {m.get('top1', float('nan')):.2f}% (device {m.get('top1_device', float('nan')):.2f}%), "
+                f"{'feasible' if m.get('feasible') else 'infeasible'}; "
+                + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items())
+            )
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.done += 1
@@ -120,8 +130,10 @@ def run_experiment(cfg: ExperimentConfig) -> int:
     started = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
     baseline = load_or_train_baseline(space.model, data, replace(cfg.baseline, seed=cfg.seed), cfg.cache_dir, _log)
-    _log(f"baseline {space.model} on {data.name}: top1 {baseline.accuracy.top1:.2f}% "
-         f"({'cached' if baseline.cached else f'trained in {baseline.train_seconds:.0f}s'})")
+    _log(
+        f"baseline {space.model} on {data.name}: top1 {baseline.accuracy.top1:.2f}% "
+        f"({'cached' if baseline.cached else f'trained in {baseline.train_seconds:.0f}s'})"
+    )
     threshold = threshold_spec.resolve(baseline.accuracy.top1)
     check_reachable(threshold, baseline.accuracy.top1, threshold_spec)
     objective = Objective(threshold, cfg.accuracy_weight)
@@ -132,8 +144,16 @@ def run_experiment(cfg: ExperimentConfig) -> int:
         ray.shutdown()
 
 
-def _search(cfg: ExperimentConfig, space: SearchSpace, data: Dataset, baseline: Baseline, objective: Objective,
-            finetune: TrainConfig, started: float, ray: Any) -> int:
+def _search(
+    cfg: ExperimentConfig,
+    space: SearchSpace,
+    data: Dataset,
+    baseline: Baseline,
+    objective: Objective,
+    finetune: TrainConfig,
+    started: float,
+    ray: Any,
+) -> int:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -144,9 +164,11 @@ def _search(cfg: ExperimentConfig, space: SearchSpace, data: Dataset, baseline: 
     device = start_device(cfg.device, onnx, (data.x_val.numpy(), data.y_val.numpy()))
     base_latency = ray.get(device.benchmark.remote(onnx))
     base_device = ray.get(device.evaluate.remote(onnx))
-    _log(f"device {cfg.device.device} ({base_latency.precision}, {cfg.device.threads} thread(s)): baseline "
-         f"{base_latency.latency_ms_p50:.3f} ms p50, top1 on device {base_device.top1:.2f}%; "
-         f"threshold {objective.threshold:.2f}% top-1")
+    _log(
+        f"device {cfg.device.device} ({base_latency.precision}, {cfg.device.threads} thread(s)): baseline "
+        f"{base_latency.latency_ms_p50:.3f} ms p50, top1 on device {base_device.top1:.2f}%; "
+        f"threshold {objective.threshold:.2f}% top-1"
+    )
     ctx = TrialContext(space, baseline, data.name, finetune, cfg.finetune_overrides, objective, macs, cfg.trial_cpus)
     searcher = make_searcher(cfg.searcher, space.params, cfg.initial_points, cfg.seed)
     total = int(ray.cluster_resources().get("CPU", 1))
@@ -158,24 +180,48 @@ def _search(cfg: ExperimentConfig, space: SearchSpace, data: Dataset, baseline: 
         trainable,
         param_space=space.to_tune() if cfg.searcher == "random" else {},
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent) if cfg.searcher != "random" else searcher,
-            metric="score", mode="max", num_samples=cfg.num_samples,
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent)
+            if cfg.searcher != "random"
+            else searcher,
+            metric="score",
+            mode="max",
+            num_samples=cfg.num_samples,
             max_concurrent_trials=concurrent if cfg.searcher == "random" else None,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0, callbacks=[_progress_callback(cfg.num_samples)],
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            verbose=0,
+            callbacks=[_progress_callback(cfg.num_samples)],
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
     )
     _log(f"searching {space.name}: {cfg.num_samples} trials, {concurrent} at a time, searcher {cfg.searcher}")
     results = tuner.fit()
     rows = rows_from_results(results)
     experiment = {
-        "space": space.name, "model": space.model, "dataset": data.name, "threshold_top1": objective.threshold,
-        "accuracy_weight": objective.accuracy_weight, "baseline": {
-            "top1": baseline.accuracy.top1, "top5": baseline.accuracy.top5, "top1_device": base_device.top1,
-            "latency_ms": base_latency.latency_ms_p50, "latency_ms_p90": base_latency.latency_ms_p90,
-            "macs": macs, "params": params, "train_seconds": baseline.train_seconds, "cached": baseline.cached},
-        "device": asdict(cfg.device), "precision": base_latency.precision, "finetune": {**asdict(finetune), **space.finetune, **cfg.finetune_overrides},
-        "searcher": cfg.searcher, "num_samples": cfg.num_samples, "wall_seconds": time.perf_counter() - started,
+        "space": space.name,
+        "model": space.model,
+        "dataset": data.name,
+        "threshold_top1": objective.threshold,
+        "accuracy_weight": objective.accuracy_weight,
+        "baseline": {
+            "top1": baseline.accuracy.top1,
+            "top5": baseline.accuracy.top5,
+            "top1_device": base_device.top1,
+            "latency_ms": base_latency.latency_ms_p50,
+            "latency_ms_p90": base_latency.latency_ms_p90,
+            "macs": macs,
+            "params": params,
+            "train_seconds": baseline.train_seconds,
+            "cached": baseline.cached,
+        },
+        "device": asdict(cfg.device),
+        "precision": base_latency.precision,
+        "finetune": {**asdict(finetune), **space.finetune, **cfg.finetune_overrides},
+        "searcher": cfg.searcher,
+        "num_samples": cfg.num_samples,
+        "wall_seconds": time.perf_counter() - started,
     }
     out_dir = storage / name
     best = write_outputs(out_dir, rows, list(space.params), experiment)
@@ -183,10 +229,14 @@ def _search(cfg: ExperimentConfig, space: SearchSpace, data: Dataset, baseline: 
     _log(f"wall time {experiment['wall_seconds']:.0f}s; results in {out_dir}")
     (out_dir / "experiment.json").write_text(json.dumps(experiment, indent=2, default=str))
     if best is None:
-        _log(f"no trial reached the threshold of {objective.threshold:.2f}% top-1; "
-             "best.json holds the best trial that completed, marked infeasible")
+        _log(
+            f"no trial reached the threshold of {objective.threshold:.2f}% top-1; "
+            "best.json holds the best trial that completed, marked infeasible"
+        )
         return EXIT_NO_FEASIBLE
     m = best.metrics
-    _log(f"best feasible: {best.trial_id} speedup {m['speedup']:.3f}x (cv {m['speedup_cv']:.3f}), "
-         f"top1 {m['top1']:.2f}% (device {m['top1_device']:.2f}%), {m['macs']:,} MACs vs {macs:,}")
+    _log(
+        f"best feasible: {best.trial_id} speedup {m['speedup']:.3f}x (cv {m['speedup_cv']:.3f}), "
+        f"top1 {m['top1']:.2f}% (device {m['top1_device']:.2f}%), {m['macs']:,} MACs vs {macs:,}"
+    )
     return EXIT_OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import Counter
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -30,8 +31,14 @@ def to_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     buf = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
-            model, (example,), buf, dynamo=False, opset_version=OPSET,
-            input_names=["input"], output_names=["logits"], do_constant_folding=True,
+            model,
+            (example,),
+            cast(Any, buf),  # the TorchScript exporter writes to file objects too
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["input"],
+            output_names=["logits"],
+            do_constant_folding=True,
         )
     model.train(was_training)
     return buf.getvalue()
@@ -83,11 +90,12 @@ def structure_hash(onnx_bytes: bytes) -> str:
     import onnx
 
     graph = onnx.load_from_string(onnx_bytes).graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
     h = hashlib.sha256()
-    for t in graph.initializer:
-        h.update(f"{t.name}:{list(t.dims)}".encode())
-    for node in graph.node:
-        h.update(f"{node.op_type}:{list(node.input)}:{list(node.output)}".encode())
+    for node in graph.node:  # topological order; tensor names play no part
+        attrs = sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in node.attribute if a.name != "value")
+        inputs = [shapes.get(i, "x") for i in node.input]
+        h.update(f"{node.op_type}{attrs}{inputs}".encode())
     return h.hexdigest()[:16]
 
 

@@ -14,8 +14,22 @@ import yaml
 
 __all__ = ["TrialRow", "format_table", "rank", "rows_from_results", "write_outputs"]
 
-COLUMNS = ("trial_id", "status", "feasible", "score", "speedup", "speedup_cv", "latency_ms",
-           "top1", "top1_device", "top5", "macs", "params", "macs_ratio", "precision")
+COLUMNS = (
+    "trial_id",
+    "status",
+    "feasible",
+    "score",
+    "speedup",
+    "speedup_cv",
+    "latency_ms",
+    "top1",
+    "top1_device",
+    "top5",
+    "macs",
+    "params",
+    "macs_ratio",
+    "precision",
+)
 
 
 @dataclass
@@ -74,8 +88,19 @@ def _table_row(row: TrialRow, params: list[str]) -> dict[str, Any]:
 
 
 def format_table(rows: list[TrialRow], params: list[str]) -> str:
-    cols = ["trial_id", "status", "feasible", "score", "speedup", "speedup_cv", "latency_ms",
-            "top1", "top1_device", "macs", *[f"config/{p}" for p in params]]
+    cols = [
+        "trial_id",
+        "status",
+        "feasible",
+        "score",
+        "speedup",
+        "speedup_cv",
+        "latency_ms",
+        "top1",
+        "top1_device",
+        "macs",
+        *[f"config/{p}" for p in params],
+    ]
     cells = [[_fmt(_table_row(r, params).get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
@@ -84,7 +109,9 @@ def format_table(rows: list[TrialRow], params: list[str]) -> str:
     return "\n".join(lines + (["errored trials:", *errors] if errors else []))
 
 
-def write_outputs(out_dir: Path, rows: list[TrialRow], params: list[str], experiment: dict[str, Any]) -> TrialRow | None:
+def write_outputs(
+    out_dir: Path, rows: list[TrialRow], params: list[str], experiment: dict[str, Any]
+) -> TrialRow | None:
     """Write results.csv, best.json and best.onnx; returns the best feasible row, if any."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ranked = rank(rows)
@@ -102,8 +129,12 @@ def write_outputs(out_dir: Path, rows: list[TrialRow], params: list[str], experi
         if chosen.checkpoint is not None:
             schedule = yaml.safe_load((chosen.checkpoint / "schedule.yaml").read_text())
             shutil.copyfile(chosen.checkpoint / "model.onnx", out_dir / "best.onnx")
-        summary |= {"trial_id": chosen.trial_id, "config": chosen.config,
-                    "metrics": {k: v for k, v in chosen.metrics.items() if _jsonable(v)}, "schedule": schedule}
+        summary |= {
+            "trial_id": chosen.trial_id,
+            "config": chosen.config,
+            "metrics": {k: v for k, v in chosen.metrics.items() if _jsonable(v)},
+            "schedule": schedule,
+        }
     (out_dir / "best.json").write_text(json.dumps(summary, indent=2, default=str))
     return best
 

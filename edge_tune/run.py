@@ -19,16 +19,26 @@ SMOKE = {"num_samples": 2, "epochs": 1, "baseline_epochs": 4, "initial_points": 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-tune", description=(
-        "Search compression parameters for the lowest latency measured on an edge device, "
-        "keeping top-1 above a threshold."))
+    p = argparse.ArgumentParser(
+        prog="edge-tune",
+        description=(
+            "Search compression parameters for the lowest latency measured on an edge device, "
+            "keeping top-1 above a threshold."
+        ),
+    )
     p.add_argument("--space", required=True, help="search space: a name in search_spaces/ or a .yaml path")
-    p.add_argument("--accuracy-threshold", default=None, metavar="T",
-                   help="top-1 to keep: 97.5 (absolute, percent) or -1.0 (points below the baseline); default -1.0")
+    p.add_argument(
+        "--accuracy-threshold",
+        default=None,
+        metavar="T",
+        help="top-1 to keep: 97.5 (absolute, percent) or -1.0 (points below the baseline); default -1.0",
+    )
     p.add_argument("--accuracy-weight", type=float, default=None, help="score weight of accuracy (default 1.0)")
     p.add_argument("--num-samples", type=int, default=None, help="number of trials (default: space file, else 16)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: CPUs beside the device)")
-    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per trial (default: space file, else 3)")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="fine-tuning epochs per trial (default: space file, else 3)"
+    )
     p.add_argument("--baseline-epochs", type=int, default=None, help="baseline training epochs (default 15)")
     p.add_argument("--searcher", default="bayesopt", choices=["bayesopt", "random"])
     p.add_argument("--initial-points", type=int, default=None, help="random trials before BO (default 4)")
@@ -40,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=Path("edge_tune_results"))
     p.add_argument("--name", default="", help="experiment folder name (default <space>-<date>-<time>)")
     p.add_argument("--cache-dir", type=Path, default=None, help="baseline cache (default ~/.cache/edge_tune)")
-    p.add_argument("--smoke", action="store_true",
-                   help="2 trials of 1 fine-tune epoch on a 4-epoch baseline: a quick end-to-end try")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="2 trials of 1 fine-tune epoch on a 4-epoch baseline: a quick end-to-end try",
+    )
     return p
 
 
@@ -64,10 +77,14 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     smoke = SMOKE if args.smoke else {}
     cfg.num_samples = args.num_samples or smoke.get("num_samples") or search.get("num_samples", cfg.num_samples)
     cfg.max_concurrent = args.max_concurrent or search.get("max_concurrent", 0)
-    cfg.initial_points = args.initial_points or smoke.get("initial_points") or search.get("initial_points", cfg.initial_points)
+    cfg.initial_points = (
+        args.initial_points or smoke.get("initial_points") or search.get("initial_points", cfg.initial_points)
+    )
     epochs = args.epochs or smoke.get("epochs")
     cfg.finetune_overrides = {"epochs": epochs} if epochs else {}
-    cfg.baseline = replace(cfg.baseline, epochs=args.baseline_epochs or smoke.get("baseline_epochs") or cfg.baseline.epochs)
+    cfg.baseline = replace(
+        cfg.baseline, epochs=args.baseline_epochs or smoke.get("baseline_epochs") or cfg.baseline.epochs
+    )
     cfg.accuracy_threshold = args.accuracy_threshold if args.accuracy_threshold is not None else "-1.0"
     cfg.accuracy_weight = args.accuracy_weight if args.accuracy_weight is not None else cfg.accuracy_weight
     cfg.searcher, cfg.seed, cfg.address, cfg.name = args.searcher, args.seed, args.address, args.name

@@ -22,7 +22,7 @@ from ray.tune.search import Searcher
 from edge_tune.errors import UserError
 from edge_tune.space import Param
 
-__all__ = ["ConstrainedBayesOpt", "SEARCHERS", "make_searcher"]
+__all__ = ["SEARCHERS", "ConstrainedBayesOpt", "make_searcher"]
 
 
 class ConstrainedBayesOpt(Searcher):
@@ -34,14 +34,29 @@ class ConstrainedBayesOpt(Searcher):
     """
 
     def __init__(
-        self, params: dict[str, Param], metric: str = "score", mode: str = "max",
-        constraint_metric: str = "constraint", initial_points: int = 4, seed: int = 0,
+        self,
+        params: dict[str, Param],
+        metric: str = "score",
+        mode: str = "max",
+        constraint_metric: str = "constraint",
+        initial_points: int = 4,
+        seed: int = 0,
+        noise: float = 1e-2,
+        min_distance: float = 0.02,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.params = params
         self.constraint_metric = constraint_metric
-        self.initial_points = initial_points
+        self.initial_points = initial_points  # random trials before the GP proposes
         self.seed = seed
+        # Both GPs model noisy measurements (speed-up CV of a few %, accuracy on a
+        # few hundred images): without a noise term they interpolate wildly between
+        # near-identical points and the acquisition keeps proposing those.
+        self.noise = noise  # GP alpha, on the normalised targets
+        # Pruning ratios round to channel counts, so points closer than this
+        # (L-inf, as a fraction of each range) than one already run or pending are
+        # the same network: they are replaced, never run twice.
+        self.min_distance = min_distance
         self._pending: dict[str, dict[str, Any]] = {}
         self._observations: list[tuple[dict[str, Any], float, float]] = []
         self._suggested = 0
@@ -53,11 +68,19 @@ class ConstrainedBayesOpt(Searcher):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # bayes_opt warns that typed params are "experimental"
-            return BayesianOptimization(
-                f=None, pbounds={n: p.bo_bounds() for n, p in self.params.items()},
-                constraint=NonlinearConstraint(None, 0.0, np.inf), random_state=self.seed,
-                verbose=0, allow_duplicate_points=True,
+            opt = BayesianOptimization(
+                f=None,
+                pbounds={n: p.bo_bounds() for n, p in self.params.items()},
+                constraint=NonlinearConstraint(None, 0.0, np.inf),
+                random_state=self.seed,
+                verbose=0,
+                allow_duplicate_points=True,
             )
+        opt.set_gp_params(alpha=self.noise)
+        assert opt.constraint is not None
+        for gp in opt.constraint._model:  # bayes_opt has no public setter for the constraint's GPs
+            gp.set_params(alpha=self.noise)
+        return opt
 
     def _typed(self, raw: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -66,7 +89,7 @@ class ConstrainedBayesOpt(Searcher):
             if p.type == "float":
                 out[name] = float(v)
             elif p.type == "int":
-                out[name] = int(round(float(v)))
+                out[name] = round(float(v))
             else:
                 out[name] = v.item() if isinstance(v, np.generic) else v
         return out
@@ -75,15 +98,45 @@ class ConstrainedBayesOpt(Searcher):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if self._suggested < self.initial_points or len(self._observations) < 2:
-                raw = self._optimizer.random_sample(1)[0]
+                config = self._random()
             else:
-                raw = self._optimizer.suggest()
-                if self._typed(raw) in self._pending.values():
-                    raw = self._optimizer.random_sample(1)[0]  # a parallel trial already has it
-        config = self._typed(raw)
+                config = self._typed(self._propose())
+                if self._too_close(config):
+                    config = self._random()
         self._pending[trial_id] = config
         self._suggested += 1
         return dict(config)
+
+    def _propose(self) -> dict[str, Any]:
+        from bayes_opt.exception import NoValidPointRegisteredError
+
+        try:
+            return self._optimizer.suggest()
+        except NoValidPointRegisteredError:
+            return self._most_likely_feasible()
+
+    def _most_likely_feasible(self, candidates: int = 2000) -> dict[str, Any]:
+        """Before any trial is feasible, expected improvement is undefined: go where
+        the constraint model gives the highest probability of feasibility."""
+        space = self._optimizer.space
+        space.constraint.fit(space.params, space._constraint_values)
+        xs = np.array([space.random_sample(random_state=self._optimizer._random_state) for _ in range(candidates)])
+        return space.array_to_params(xs[int(np.argmax(space.constraint.predict(xs)))])
+
+    def _random(self, tries: int = 20) -> dict[str, Any]:
+        for _ in range(tries):
+            config = self._typed(self._optimizer.random_sample(1)[0])
+            if not self._too_close(config):
+                break
+        return config
+
+    def _too_close(self, config: dict[str, Any]) -> bool:
+        space = self._optimizer.space
+        span = np.ptp(space.bounds, axis=1)
+        span[span == 0] = 1.0
+        x = space.params_to_array(config)
+        others = [*self._pending.values(), *(c for c, _, _ in self._observations)]
+        return any(float(np.max(np.abs(x - space.params_to_array(o)) / span)) < self.min_distance for o in others)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         config = self._pending.pop(trial_id, None)
@@ -105,8 +158,12 @@ class ConstrainedBayesOpt(Searcher):
         return list(self._observations)
 
     def save(self, checkpoint_path: str) -> None:
-        state = {"observations": self._observations, "pending": self._pending, "suggested": self._suggested,
-                 "rng": self._optimizer._random_state.get_state()}
+        state = {
+            "observations": self._observations,
+            "pending": self._pending,
+            "suggested": self._suggested,
+            "rng": self._optimizer._random_state.get_state(),
+        }
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 

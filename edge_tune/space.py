@@ -180,9 +180,15 @@ def _parse(name: str, path: Path, doc: Any) -> SearchSpace:
         raise ValueError(f"params.{unused[0]}: defined but never referred to as ${{{unused[0]}}}")
     _check_finetune_keys(finetune)
     return SearchSpace(
-        name=name, path=path, model=str(doc.get("model", "resnet20")),
-        dataset=str(doc.get("dataset", "digits")), params=params, schedule=doc["schedule"],
-        finetune=finetune, search=search, description=str(doc.get("description", "")).strip(),
+        name=name,
+        path=path,
+        model=str(doc.get("model", "resnet20")),
+        dataset=str(doc.get("dataset", "digits")),
+        params=params,
+        schedule=doc["schedule"],
+        finetune=finetune,
+        search=search,
+        description=str(doc.get("description", "")).strip(),
     )
 
 

@@ -89,9 +89,7 @@ def train_epoch(
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 EpochHook = Callable[[int, float, Accuracy], None]  # (epoch, mean loss, validation accuracy)
@@ -156,8 +154,9 @@ def load_or_train_baseline(
     if weights.exists() and meta_file.exists():
         meta = json.loads(meta_file.read_text())
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        return Baseline(model_name, data.name, state, Accuracy(**meta["accuracy"]),
-                        meta["train_seconds"], key, cached=True)
+        return Baseline(
+            model_name, data.name, state, Accuracy(**meta["accuracy"]), meta["train_seconds"], key, cached=True
+        )
     log(f"training baseline {model_name} on {data.name} ({cfg.epochs} epochs); cached in {folder}")
     torch.manual_seed(cfg.seed)
     model = create_model(model_name, num_classes=data.num_classes, in_channels=data.in_channels)
@@ -176,6 +175,16 @@ def load_or_train_baseline(
     tmp = weights.with_suffix(f".tmp{os.getpid()}")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, weights)  # atomic: a half-written cache is never loaded
-    meta_file.write_text(json.dumps({"accuracy": asdict(acc), "train_seconds": seconds,
-                                     "model": model_name, "dataset": data.name, "recipe": asdict(cfg)}, indent=2))
+    meta_file.write_text(
+        json.dumps(
+            {
+                "accuracy": asdict(acc),
+                "train_seconds": seconds,
+                "model": model_name,
+                "dataset": data.name,
+                "recipe": asdict(cfg),
+            },
+            indent=2,
+        )
+    )
     return Baseline(model_name, data.name, model.state_dict(), acc, seconds, key, cached=False)

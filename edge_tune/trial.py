@@ -65,9 +65,17 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         lr.on_epoch_end(epoch)
         ready, _ = ray.wait([latency_ref], timeout=0)
         speedup = ray.get(ready[0]).speedup if ready else math.nan
-        tune.report({"epoch": epoch + 1, "loss": loss, "top1": acc.top1, "top5": acc.top5,
-                     "score": ctx.objective.score(acc.top1, speedup),
-                     "constraint": ctx.objective.constraint(acc.top1), "final": False})
+        tune.report(
+            {
+                "epoch": epoch + 1,
+                "loss": loss,
+                "top1": acc.top1,
+                "top5": acc.top5,
+                "score": ctx.objective.score(acc.top1, speedup),
+                "constraint": ctx.objective.constraint(acc.top1),
+                "final": False,
+            }
+        )
 
     cfg = replace(ctx.train, **{**finetune, **ctx.train_overrides})
     acc = fine_tune(model, data, cfg, on_epoch_start=lr.on_epoch_start, on_epoch_end=epoch_end)
@@ -76,15 +84,26 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     latency = ray.get(latency_ref)
     top1 = min(acc.top1, on_device.top1)
     metrics = {
-        "epoch": cfg.epochs, "top1": acc.top1, "top5": acc.top5, "top1_device": on_device.top1,
-        "top5_device": on_device.top5, "latency_ms": latency.latency_ms_p50,
-        "latency_ms_p90": latency.latency_ms_p90, "baseline_latency_ms": latency.baseline_latency_ms_p50,
-        "speedup": latency.speedup, "speedup_cv": latency.speedup_cv, "precision": latency.precision,
-        "latency_cached": latency.cached, "macs": pruned.macs_after, "params": pruned.params_after,
+        "epoch": cfg.epochs,
+        "top1": acc.top1,
+        "top5": acc.top5,
+        "top1_device": on_device.top1,
+        "top5_device": on_device.top5,
+        "latency_ms": latency.latency_ms_p50,
+        "latency_ms_p90": latency.latency_ms_p90,
+        "baseline_latency_ms": latency.baseline_latency_ms_p50,
+        "speedup": latency.speedup,
+        "speedup_cv": latency.speedup_cv,
+        "precision": latency.precision,
+        "latency_cached": latency.cached,
+        "macs": pruned.macs_after,
+        "params": pruned.params_after,
         "macs_ratio": pruned.macs_after / ctx.baseline_macs,
         "channels": {g.members[0]: g.channels_after for g in pruned.groups},
-        "feasible": ctx.objective.feasible(top1), "constraint": ctx.objective.constraint(top1),
-        "score": ctx.objective.score(top1, latency.speedup), "final": True,
+        "feasible": ctx.objective.feasible(top1),
+        "constraint": ctx.objective.constraint(top1),
+        "score": ctx.objective.score(top1, latency.speedup),
+        "final": True,
     }
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "model.onnx").write_bytes(final_onnx)

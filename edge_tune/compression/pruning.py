@@ -108,9 +108,13 @@ def apply_pruners(model: nn.Module, pruners: list[PrunerSpec], example: torch.Te
     return PruneReport(tuple(done), macs0, macs1, params0, params1)
 
 
-def _prune_group(graph: tp.DependencyGraph, spec: PrunerSpec, convs: list[nn.Conv2d], names: dict[int, str]) -> GroupPruned:
+def _prune_group(
+    graph: tp.DependencyGraph, spec: PrunerSpec, convs: list[nn.Conv2d], names: dict[int, str]
+) -> GroupPruned:
     root = convs[0]
-    scores = sum(_l1(c, spec.group_type) for c in convs if _l1(c, spec.group_type).shape == _l1(root, spec.group_type).shape)
+    scores = sum(
+        _l1(c, spec.group_type) for c in convs if _l1(c, spec.group_type).shape == _l1(root, spec.group_type).shape
+    )
     assert isinstance(scores, torch.Tensor)
     n = len(scores)
     n_prune = min(int(spec.sparsity * n), n - 1)  # Distiller rounds down; keep at least one channel
@@ -119,6 +123,8 @@ def _prune_group(graph: tp.DependencyGraph, spec: PrunerSpec, convs: list[nn.Con
         idxs = torch.argsort(scores)[:n_prune].tolist()  # lowest L1 first
         group = graph.get_pruning_group(root, _handler(spec.group_type), idxs=idxs)
         if not graph.check_pruning_group(group):
-            raise ValueError(f"schedule.pruners.{spec.name}: torch-pruning refuses to prune {members[0]} ({spec.group_type})")
+            raise ValueError(
+                f"schedule.pruners.{spec.name}: torch-pruning refuses to prune {members[0]} ({spec.group_type})"
+            )
         group.prune()
     return GroupPruned(spec.name, members, spec.group_type, n, n - max(n_prune, 0))

@@ -98,7 +98,9 @@ def _parse_pruner(name: str, d: Any) -> PrunerSpec:
         raise ValueError(f"{where}: must be a mapping")
     cls = _need(d, "class", where)
     if cls not in STRUCTURE_PRUNERS:
-        raise ValueError(f"{where}.class: unsupported pruner {cls!r}; supported: {', '.join(sorted(STRUCTURE_PRUNERS))}")
+        raise ValueError(
+            f"{where}.class: unsupported pruner {cls!r}; supported: {', '.join(sorted(STRUCTURE_PRUNERS))}"
+        )
     _check_keys(d, {"class", "group_type", "desired_sparsity", "weights", "group_dependency"}, where)
     group_type = _need(d, "group_type", where)
     if group_type not in GROUP_TYPES:
@@ -123,9 +125,16 @@ def _parse_policy(i: int, d: Any, sched: Schedule) -> Policy:
     _check_keys(d, {kind, "epochs", "starting_epoch", "ending_epoch", "frequency"}, where)
     ref = d[kind]
     instance = ref.get("instance_name") if isinstance(ref, dict) else None
-    known = {"pruner": sched.pruners, "extension": sched.extensions, "lr_scheduler": sched.lr_schedulers}[kind]
-    if instance not in known:
-        raise ValueError(f"{where}.{kind}.instance_name: {instance!r} is not a defined {kind}; defined: {', '.join(known) or 'none'}")
+    registries: dict[str, dict[str, Any]] = {
+        "pruner": sched.pruners,
+        "extension": sched.extensions,
+        "lr_scheduler": sched.lr_schedulers,
+    }
+    known = registries[kind]
+    if not isinstance(instance, str) or instance not in known:
+        raise ValueError(
+            f"{where}.{kind}.instance_name: {instance!r} is not a defined {kind}; defined: {', '.join(known) or 'none'}"
+        )
     if "epochs" in d:
         epochs = d["epochs"]
         if not isinstance(epochs, list) or not all(isinstance(e, int) and e >= 0 for e in epochs):
@@ -134,7 +143,9 @@ def _parse_policy(i: int, d: Any, sched: Schedule) -> Policy:
     for key in ("starting_epoch", "ending_epoch", "frequency"):
         if key in d and (not isinstance(d[key], int) or d[key] < 0):
             raise ValueError(f"{where}.{key}: must be a whole number >= 0")
-    return Policy(kind, instance, None, d.get("starting_epoch", 0), d.get("ending_epoch", 1 << 30), max(1, d.get("frequency", 1)))
+    return Policy(
+        kind, instance, None, d.get("starting_epoch", 0), d.get("ending_epoch", 1 << 30), max(1, d.get("frequency", 1))
+    )
 
 
 def parse_schedule(doc: Any) -> Schedule:
@@ -171,5 +182,8 @@ def _parse_lr_scheduler(name: str, d: Any) -> LRSchedulerSpec:
         raise ValueError(f"{where}: must be a mapping")
     cls = _need(d, "class", where)
     if not isinstance(getattr(lrs, str(cls), None), type):
-        raise ValueError(f"{where}.class: {cls!r} is not a torch.optim.lr_scheduler class (e.g. StepLR, MultiStepLR, CosineAnnealingLR)")
+        raise ValueError(
+            f"{where}.class: {cls!r} is not a torch.optim.lr_scheduler class "
+            "(e.g. StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR)"
+        )
     return LRSchedulerSpec(name, cls, {k: v for k, v in d.items() if k != "class"})

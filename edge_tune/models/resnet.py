@@ -27,9 +27,7 @@ class BasicBlock(nn.Module):
         self.relu2 = nn.ReLU(inplace=True)
         self.downsample: nn.Module | None = None
         if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
@@ -46,18 +44,19 @@ class CifarResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
-        widths, strides = (16, 32, 64), (1, 2, 2)
-        inplanes = 16
-        for i, (planes, stride) in enumerate(zip(widths, strides, strict=True), start=1):
-            layers = [BasicBlock(inplanes if b == 0 else planes, planes, stride if b == 0 else 1)
-                      for b in range(blocks)]
-            self.add_module(f"layer{i}", nn.Sequential(*layers))
-            inplanes = planes
+        self.layer1 = self._stage(16, 16, blocks, stride=1)  # (N, 16, H, W)
+        self.layer2 = self._stage(16, 32, blocks, stride=2)  # (N, 32, H/2, W/2)
+        self.layer3 = self._stage(32, 64, blocks, stride=2)  # (N, 64, H/4, W/4)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @staticmethod
+    def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        first = BasicBlock(inplanes, planes, stride)
+        return nn.Sequential(first, *(BasicBlock(planes, planes, 1) for _ in range(blocks - 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))  # (N, 16, H, W)

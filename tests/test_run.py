@@ -1,0 +1,156 @@
+"""The real CLI end to end: real Ray, OpenVINO, torch-pruning and digits; no mocks."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli
+
+NAN_SPACE = (REPO / "search_spaces" / "filter_prune.yaml").read_text().replace("lr: 0.01 ", "lr: 1.0e+30 ")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("out")
+    proc = run_cli(
+        "--space",
+        "filter_prune",
+        "--smoke",
+        "--cache-dir",
+        str(cache_dir),
+        "--output-dir",
+        str(out),
+        "--name",
+        "smoke",
+        cwd=REPO,
+    )
+    return proc, out / "smoke"
+
+
+def test_smoke_run_writes_results(smoke):
+    proc, exp = smoke
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    assert "dashboard: http://127.0.0.1:" in proc.stdout
+    rows = list(csv.DictReader(open(exp / "results.csv")))
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    best = json.loads((exp / "best.json").read_text())
+    assert (exp / "best.onnx").stat().st_size > 10_000
+    baseline = best["experiment"]["baseline"]
+    assert best["experiment"]["precision"] == "f32"
+    assert best["schedule"]["version"] == 1 and "pruners" in best["schedule"]
+    for key in ("top1", "top5", "top1_device", "latency_ms", "speedup", "speedup_cv", "macs", "params", "score"):
+        assert key in best["metrics"], key
+    pruned = [r for r in rows if int(r["macs"]) < baseline["macs"]]
+    assert pruned, "no trial has fewer MACs than the baseline"
+    for r in pruned:
+        assert math.isfinite(float(r["speedup"])) and float(r["speedup"]) > 0
+        assert float(r["speedup_cv"]) >= 0 and r["precision"] == "f32"
+    assert (best["feasible"] is True) == (proc.returncode == 0)
+
+
+def test_best_onnx_has_the_pruned_shapes(smoke):
+    import onnx
+
+    _, exp = smoke
+    best = json.loads((exp / "best.json").read_text())
+    graph = onnx.load(exp / "best.onnx").graph
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    outs = sorted(weights[n.input[1]][0] for n in graph.node if n.op_type == "Conv")
+    assert sum(outs) < 16 * 7 + 32 * 6 + 64 * 6 + 32 + 64  # fewer filters than the unpruned ResNet-20
+    assert best["metrics"]["macs"] < best["experiment"]["baseline"]["macs"]
+
+
+def test_unknown_space_exits_2_listing_spaces(tmp_path):
+    proc = run_cli("--space", "nosuch", cwd=REPO)
+    assert proc.returncode == 2
+    assert "nosuch" in proc.stderr and "filter_prune" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_space_with_undefined_param_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(NAN_SPACE.replace("${stage2_ratio}", "${stage9_ratio}"))
+    proc = run_cli("--space", str(bad), cwd=REPO)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(bad) in proc.stderr and "schedule.pruners.stage2_filters.desired_sparsity" in proc.stderr
+
+
+def test_space_with_invalid_domain_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        NAN_SPACE.replace(
+            "stage3_ratio: {type: float, low: 0.0, high: 0.9}", "stage3_ratio: {type: float, low: 0.9, high: 0.1}"
+        )
+    )
+    proc = run_cli("--space", str(bad), cwd=REPO)
+    assert proc.returncode == 2 and str(bad) in proc.stderr and "params.stage3_ratio" in proc.stderr
+
+
+def test_unreachable_threshold_exits_2_before_any_trial(smoke, cache_dir, tmp_path):
+    proc = run_cli(
+        "--space",
+        "filter_prune",
+        "--smoke",
+        "--accuracy-threshold",
+        "100",
+        "--cache-dir",
+        str(cache_dir),
+        "--output-dir",
+        str(tmp_path),
+        cwd=REPO,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "unreachable" in proc.stderr and "baseline itself scores" in proc.stderr
+    assert "Ray started" not in proc.stdout and not any(tmp_path.iterdir())  # no trial, no experiment folder
+
+
+def test_bad_flag_value_exits_2(tmp_path):
+    proc = run_cli("--space", "filter_prune", "--accuracy-threshold", "high", cwd=REPO)
+    assert proc.returncode == 2 and "--accuracy-threshold" in proc.stderr
+
+
+def test_missing_device_exits_2_listing_devices(smoke, cache_dir, tmp_path):
+    proc = run_cli(
+        "--space",
+        "filter_prune",
+        "--smoke",
+        "--device",
+        "MYRIAD",
+        "--cache-dir",
+        str(cache_dir),
+        "--output-dir",
+        str(tmp_path),
+        cwd=REPO,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "MYRIAD" in proc.stderr and "available: CPU" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_nan_trials_are_recorded_as_errored_and_the_search_goes_on(smoke, cache_dir, tmp_path):
+    space = tmp_path / "nan_lr.yaml"
+    space.write_text(NAN_SPACE)
+    proc = run_cli(
+        "--space",
+        str(space),
+        "--smoke",
+        "--cache-dir",
+        str(cache_dir),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--name",
+        "nan",
+        cwd=REPO,
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:]  # nothing feasible: every trial errored
+    rows = list(csv.DictReader(open(tmp_path / "out" / "nan" / "results.csv")))
+    assert len(rows) == 2 and all(r["status"] == "error" for r in rows)  # the second trial still ran
+    assert all("FloatingPointError" in r["error"] or "loss" in r["error"] for r in rows)
+    best = json.loads((tmp_path / "out" / "nan" / "best.json").read_text())
+    assert best["feasible"] is False and "trial_id" not in best
+    assert "errored, the search goes on" in proc.stdout
+
+
+def test_results_dir_is_inside_output_dir(smoke):
+    _, exp = smoke
+    assert isinstance(exp, Path) and (exp / "experiment.json").exists()

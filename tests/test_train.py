@@ -1,0 +1,47 @@
+import pytest
+import torch
+from torch import nn
+
+from edge_tune.train import TrainConfig, evaluate, fine_tune, load_or_train_baseline
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+def test_evaluate_reports_percentages(digits):
+    acc = evaluate(Tiny(), digits.x_val, digits.y_val)
+    assert 0 <= acc.top1 <= acc.top5 <= 100
+
+
+def test_fine_tune_learns(digits):
+    torch.manual_seed(0)
+    model = Tiny()
+    before = evaluate(model, digits.x_val, digits.y_val).top1
+    after = fine_tune(model, digits, TrainConfig(epochs=2, lr=0.1, augment=False)).top1
+    assert after > before + 20
+
+
+def test_nan_loss_raises(digits):
+    model = Tiny()
+    with pytest.raises(FloatingPointError, match="loss"):
+        fine_tune(model, digits, TrainConfig(epochs=1, lr=1e30, augment=False))
+
+
+def test_baseline_is_cached_by_model_dataset_and_recipe(digits, tmp_path):
+    cfg = TrainConfig(epochs=1, lr=0.05)
+    first = load_or_train_baseline("resnet20", digits, cfg, tmp_path, log=lambda _: None)
+    second = load_or_train_baseline("resnet20", digits, cfg, tmp_path, log=lambda _: None)
+    assert not first.cached and second.cached and second.accuracy == first.accuracy
+    assert all(torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict)
+    other = load_or_train_baseline(
+        "resnet20", digits, TrainConfig(epochs=1, lr=0.05, seed=1), tmp_path, log=lambda _: None
+    )
+    assert not other.cached and other.cache_key != first.cache_key
