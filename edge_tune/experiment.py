@@ -23,7 +23,7 @@ from edge_tune.data import Dataset, load_dataset
 from edge_tune.device import DeviceConfig, start_device
 from edge_tune.errors import UserError
 from edge_tune.objective import Objective, check_reachable, parse_threshold
-from edge_tune.report import format_table, rows_from_results, write_outputs
+from edge_tune.report import format_table, rank, rows_from_results, write_outputs
 from edge_tune.search import make_searcher
 from edge_tune.space import SearchSpace
 from edge_tune.train import Baseline, TrainConfig, load_or_train_baseline
@@ -225,7 +225,7 @@ def _search(
     }
     out_dir = storage / name
     best = write_outputs(out_dir, rows, list(space.params), experiment)
-    print(format_table(sorted(rows, key=lambda r: (not r.feasible, r.status != "ok", -r.score)), list(space.params)))
+    print(format_table(rank(rows), list(space.params)))
     _log(f"wall time {experiment['wall_seconds']:.0f}s; results in {out_dir}")
     (out_dir / "experiment.json").write_text(json.dumps(experiment, indent=2, default=str))
     if best is None:

@@ -14,7 +14,8 @@ import yaml
 
 __all__ = ["TrialRow", "format_table", "rank", "rows_from_results", "write_outputs"]
 
-COLUMNS = (
+# Columns printed to the terminal; the CSV adds DETAIL_COLUMNS and the config.
+SCREEN_COLUMNS = (
     "trial_id",
     "status",
     "feasible",
@@ -24,12 +25,10 @@ COLUMNS = (
     "latency_ms",
     "top1",
     "top1_device",
-    "top5",
     "macs",
-    "params",
-    "macs_ratio",
-    "precision",
 )
+DETAIL_COLUMNS = ("top5", "top5_device", "params", "macs_ratio", "latency_ms_p90", "baseline_latency_ms", "precision")
+COLUMNS = SCREEN_COLUMNS + DETAIL_COLUMNS
 
 
 @dataclass
@@ -88,19 +87,7 @@ def _table_row(row: TrialRow, params: list[str]) -> dict[str, Any]:
 
 
 def format_table(rows: list[TrialRow], params: list[str]) -> str:
-    cols = [
-        "trial_id",
-        "status",
-        "feasible",
-        "score",
-        "speedup",
-        "speedup_cv",
-        "latency_ms",
-        "top1",
-        "top1_device",
-        "macs",
-        *[f"config/{p}" for p in params],
-    ]
+    cols = [*SCREEN_COLUMNS, *[f"config/{p}" for p in params]]
     cells = [[_fmt(_table_row(r, params).get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
