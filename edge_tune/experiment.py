@@ -23,7 +23,7 @@ from edge_tune.data import Dataset, load_dataset
 from edge_tune.device import DeviceConfig, start_device
 from edge_tune.errors import UserError
 from edge_tune.objective import Objective, check_reachable, parse_threshold
-from edge_tune.report import format_table, rank, rows_from_results, write_outputs
+from edge_tune.report import format_layers, format_table, rank, rows_from_results, write_outputs
 from edge_tune.search import make_searcher
 from edge_tune.space import SearchSpace
 from edge_tune.train import Baseline, TrainConfig, load_or_train_baseline
@@ -169,7 +169,17 @@ def _search(
         f"{base_latency.latency_ms_p50:.3f} ms p50, top1 on device {base_device.top1:.2f}%; "
         f"threshold {objective.threshold:.2f}% top-1"
     )
-    ctx = TrialContext(space, baseline, data.name, finetune, cfg.finetune_overrides, objective, macs, cfg.trial_cpus)
+    ctx = TrialContext(
+        space,
+        baseline,
+        data.name,
+        finetune,
+        cfg.finetune_overrides,
+        objective,
+        macs,
+        cfg.trial_cpus,
+        cfg.device.actor_name,
+    )
     searcher = make_searcher(cfg.searcher, space.params, cfg.initial_points, cfg.seed)
     total = int(ray.cluster_resources().get("CPU", 1))
     concurrent = cfg.max_concurrent or max(1, (total - cfg.device.threads) // cfg.trial_cpus)
@@ -224,8 +234,19 @@ def _search(
         "wall_seconds": time.perf_counter() - started,
     }
     out_dir = storage / name
-    best = write_outputs(out_dir, rows, list(space.params), experiment)
+    stats = ray.get(device.info.remote())
+    experiment["device_stats"] = stats
+    best, layers = write_outputs(
+        out_dir, rows, list(space.params), experiment, ray.get(device.baseline_layers.remote())
+    )
     print(format_table(rank(rows), list(space.params)))
+    _log(
+        f"device: {stats['benchmarks']:.0f} benchmarks, {stats['evaluations']:.0f} evaluations, "
+        f"{stats['cache_hits']:.0f} cache hits, busy {100 * stats['busy_fraction']:.0f}% of the time"
+    )
+    if layers:
+        print("per-layer latency (OpenVINO counters), best trial against the baseline, slowest first:")
+        print(format_layers(layers))
     _log(f"wall time {experiment['wall_seconds']:.0f}s; results in {out_dir}")
     (out_dir / "experiment.json").write_text(json.dumps(experiment, indent=2, default=str))
     if best is None:

@@ -6,13 +6,25 @@ import csv
 import json
 import math
 import shutil
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["TrialRow", "format_table", "rank", "rows_from_results", "write_outputs"]
+from edge_tune.device.profile import LayerTiming
+
+__all__ = [
+    "TrialRow",
+    "compare_layers",
+    "format_layers",
+    "format_table",
+    "rank",
+    "rows_from_results",
+    "write_layers",
+    "write_outputs",
+]
 
 # Columns printed to the terminal; the CSV adds DETAIL_COLUMNS and the config.
 SCREEN_COLUMNS = (
@@ -27,7 +39,25 @@ SCREEN_COLUMNS = (
     "top1_device",
     "macs",
 )
-DETAIL_COLUMNS = ("top5", "top5_device", "params", "macs_ratio", "latency_ms_p90", "baseline_latency_ms", "precision")
+DETAIL_COLUMNS = (
+    "speedup_ci_low",
+    "speedup_ci_high",
+    "rounds",
+    "converged",
+    "latency_ms_p90",
+    "throughput_fps",
+    "baseline_latency_ms",
+    "top5",
+    "top5_device",
+    "device_gap_flag",
+    "params",
+    "macs_ratio",
+    "ov_macs",
+    "precision",
+    "compile_s",
+    "first_inference_ms",
+    "latency_cached",
+)
 COLUMNS = SCREEN_COLUMNS + DETAIL_COLUMNS
 
 
@@ -97,25 +127,34 @@ def format_table(rows: list[TrialRow], params: list[str]) -> str:
 
 
 def write_outputs(
-    out_dir: Path, rows: list[TrialRow], params: list[str], experiment: dict[str, Any]
-) -> TrialRow | None:
-    """Write results.csv, best.json and best.onnx; returns the best feasible row, if any."""
+    out_dir: Path,
+    rows: list[TrialRow],
+    params: list[str],
+    experiment: dict[str, Any],
+    baseline_layers: Sequence[LayerTiming] = (),
+) -> tuple[TrialRow | None, list[dict[str, Any]]]:
+    """Write results.csv, best.json, best.onnx and layers.csv.
+
+    Returns the best feasible row (None if none) and the per-layer comparison of
+    the chosen trial against the baseline (empty if it has no profile).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     ranked = rank(rows)
     table = [_table_row(r, params) for r in ranked]
     fieldnames = list(dict.fromkeys(k for row in table for k in row))
-    with open(out_dir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(table)
+    _write_csv(out_dir / "results.csv", table, fieldnames)
     best = next((r for r in ranked if r.feasible), None)
     chosen = best or next((r for r in ranked if r.status == "ok"), None)
+    layers: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"experiment": experiment, "feasible": best is not None}
     if chosen is not None:
         schedule = None
         if chosen.checkpoint is not None:
             schedule = yaml.safe_load((chosen.checkpoint / "schedule.yaml").read_text())
             shutil.copyfile(chosen.checkpoint / "model.onnx", out_dir / "best.onnx")
+            if (chosen.checkpoint / "layers.csv").exists():
+                layers = compare_layers(baseline_layers, read_layers(chosen.checkpoint / "layers.csv"))
+                _write_csv(out_dir / "layers.csv", layers)
         summary |= {
             "trial_id": chosen.trial_id,
             "config": chosen.config,
@@ -123,7 +162,72 @@ def write_outputs(
             "schedule": schedule,
         }
     (out_dir / "best.json").write_text(json.dumps(summary, indent=2, default=str))
-    return best
+    return best, layers
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], fieldnames: list[str] | None = None) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames or (list(rows[0]) if rows else []))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+LAYER_FIELDS = ("module", "node", "node_type", "exec_type", "time_ms", "fused")
+
+
+def write_layers(path: Path, layers: Sequence[LayerTiming]) -> None:
+    """One row per executed OpenVINO node; ``fused`` joins the folded-in layers with '+'."""
+    _write_csv(path, [{**asdict(lt), "fused": "+".join(lt.fused)} for lt in layers], list(LAYER_FIELDS))
+
+
+def read_layers(path: Path) -> list[LayerTiming]:
+    with open(path, newline="") as f:
+        return [
+            LayerTiming(
+                r["node"],
+                r["module"],
+                r["node_type"],
+                r["exec_type"],
+                float(r["time_ms"]),
+                tuple(x for x in r["fused"].split("+") if x),
+            )
+            for r in csv.DictReader(f)
+        ]
+
+
+def compare_layers(baseline: Sequence[LayerTiming], best: Sequence[LayerTiming]) -> list[dict[str, Any]]:
+    """Per module: baseline and best-trial time (ms), their ratio, and the kernels; slowest baseline layer first."""
+    base = {lt.module: lt for lt in baseline}
+    cand = {lt.module: lt for lt in best}
+    rows = []
+    for module in dict.fromkeys([*base, *cand]):
+        b, c = base.get(module), cand.get(module)
+        ref = b or c
+        assert ref is not None
+        rows.append(
+            {
+                "module": module,
+                "node_type": ref.node_type,
+                "baseline_ms": b.time_ms if b else math.nan,
+                "best_ms": c.time_ms if c else math.nan,
+                "speedup": b.time_ms / c.time_ms if b and c and c.time_ms > 0 else math.nan,
+                "exec_type_baseline": b.exec_type if b else "",
+                "exec_type_best": c.exec_type if c else "",
+                "fused": "+".join(ref.fused),
+            }
+        )
+    return sorted(rows, key=lambda r: -r["baseline_ms"] if math.isfinite(r["baseline_ms"]) else math.inf)
+
+
+def format_layers(rows: list[dict[str, Any]], top: int = 10) -> str:
+    """The ``top`` slowest baseline layers against the best trial."""
+    lines = [f"{'layer':28} {'kernel (best)':24} {'baseline ms':>11} {'best ms':>9} {'speedup':>8}"]
+    for r in rows[:top]:
+        lines.append(
+            f"{r['module'][:28]:28} {r['exec_type_best'][:24]:24} {_fmt(r['baseline_ms']):>11} "
+            f"{_fmt(r['best_ms']):>9} {_fmt(r['speedup']):>8}"
+        )
+    return "\n".join(lines)
 
 
 def _jsonable(v: Any) -> bool:

@@ -46,6 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO:... (default CPU)")
     p.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"], help="OpenVINO inference precision")
     p.add_argument("--device-threads", type=int, default=1, help="CPU threads (and Ray CPUs) of the device actor")
+    p.add_argument(
+        "--target-ci",
+        type=float,
+        default=2.0,
+        metavar="PCT",
+        help="stop timing when the speed-up's 95%% CI is within this many percent (default 2)",
+    )
+    p.add_argument(
+        "--time-cap",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="stop timing one model after this many seconds, converged or not (default 20)",
+    )
     p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else start one)")
     p.add_argument("--output-dir", type=Path, default=Path("edge_tune_results"))
     p.add_argument("--name", default="", help="experiment folder name (default <space>-<date>-<time>)")
@@ -65,7 +79,7 @@ def _positive(flag: str, value: int | None) -> None:
 
 def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Defaults, then the space file, then the flags."""
-    from edge_tune.device import DeviceConfig
+    from edge_tune.device import DeviceConfig, TimingPlan
     from edge_tune.experiment import ExperimentConfig
     from edge_tune.space import find_space
 
@@ -88,7 +102,8 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.accuracy_threshold = args.accuracy_threshold if args.accuracy_threshold is not None else "-1.0"
     cfg.accuracy_weight = args.accuracy_weight if args.accuracy_weight is not None else cfg.accuracy_weight
     cfg.searcher, cfg.seed, cfg.address, cfg.name = args.searcher, args.seed, args.address, args.name
-    cfg.device = DeviceConfig(device=args.device, precision=args.precision, threads=args.device_threads)
+    timing = TimingPlan(target_ci=args.target_ci / 100, time_cap_s=args.time_cap)
+    cfg.device = DeviceConfig(device=args.device, precision=args.precision, threads=args.device_threads, timing=timing)
     cfg.output_dir = args.output_dir
     if args.cache_dir is not None:
         cfg.cache_dir = args.cache_dir

@@ -21,13 +21,16 @@ import yaml
 from edge_tune.compression import apply_pruners, parse_schedule
 from edge_tune.compression.lr import ScheduledLR
 from edge_tune.data import load_dataset
-from edge_tune.device import get_device
-from edge_tune.export import to_onnx, verify_export
+from edge_tune.device import LatencyResult, get_device
+from edge_tune.export import ExportMismatch, to_onnx, verify_export
 from edge_tune.objective import Objective
+from edge_tune.report import write_layers
 from edge_tune.space import SearchSpace
 from edge_tune.train import Accuracy, Baseline, TrainConfig, fine_tune
 
-__all__ = ["TrialContext", "run_trial"]
+__all__ = ["DEVICE_GAP_POINTS", "TrialContext", "latency_metrics", "run_trial"]
+
+DEVICE_GAP_POINTS = 0.5  # a PyTorch vs device top-1 gap above this is flagged in results
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class TrialContext:
     objective: Objective
     baseline_macs: int
     threads: int  # torch threads in the trial (the CPUs Ray gave it)
+    device_actor: str  # the EdgeDevice actor's name
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -56,7 +60,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     model = ctx.baseline.build(data.num_classes, data.in_channels)
     example = torch.zeros(1, *data.input_shape)  # (1, C, H, W): the device runs batch 1
     pruned = apply_pruners(model, schedule.one_shot_pruners(), example)
-    device = get_device()
+    device = get_device(ctx.device_actor)
     latency_ref = device.benchmark.remote(verify_and_export(model, example))  # measured while we fine-tune
 
     lr = ScheduledLR(schedule)
@@ -82,6 +86,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     final_onnx = verify_and_export(model, example)
     on_device = ray.get(device.evaluate.remote(final_onnx))
     latency = ray.get(latency_ref)
+    if latency.ov_macs != pruned.macs_after:  # O0: the device runs the network we pruned
+        raise ExportMismatch(f"OpenVINO counts {latency.ov_macs:,} MACs, PyTorch {pruned.macs_after:,}")
     top1 = min(acc.top1, on_device.top1)
     metrics = {
         "epoch": cfg.epochs,
@@ -89,13 +95,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         "top5": acc.top5,
         "top1_device": on_device.top1,
         "top5_device": on_device.top5,
-        "latency_ms": latency.latency_ms_p50,
-        "latency_ms_p90": latency.latency_ms_p90,
-        "baseline_latency_ms": latency.baseline_latency_ms_p50,
-        "speedup": latency.speedup,
-        "speedup_cv": latency.speedup_cv,
-        "precision": latency.precision,
-        "latency_cached": latency.cached,
+        "device_gap_flag": abs(acc.top1 - on_device.top1) > DEVICE_GAP_POINTS,
+        **latency_metrics(latency),
         "macs": pruned.macs_after,
         "params": pruned.params_after,
         "macs_ratio": pruned.macs_after / ctx.baseline_macs,
@@ -108,7 +109,32 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "model.onnx").write_bytes(final_onnx)
         Path(tmp, "schedule.yaml").write_text(yaml.safe_dump(schedule.raw, sort_keys=False))
+        write_layers(Path(tmp, "layers.csv"), latency.layers)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def latency_metrics(latency: LatencyResult) -> dict[str, Any]:
+    """The device's measurement as flat result fields (units in the names)."""
+    fields = (
+        "latency_ms_p90",
+        "throughput_fps",
+        "speedup",
+        "speedup_ci_low",
+        "speedup_ci_high",
+        "speedup_cv",
+        "rounds",
+        "converged",
+        "precision",
+        "compile_s",
+        "first_inference_ms",
+        "ov_macs",
+    )
+    return {
+        "latency_ms": latency.latency_ms_p50,
+        "baseline_latency_ms": latency.baseline_latency_ms_p50,
+        "latency_cached": latency.cached,
+        **{f: getattr(latency, f) for f in fields},
+    }
 
 
 def verify_and_export(model: torch.nn.Module, example: torch.Tensor) -> bytes:

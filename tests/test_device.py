@@ -1,14 +1,64 @@
+"""DeviceRunner on the real OpenVINO CPU runtime, and the timing statistics on a fake clock."""
+
 import math
 
+import numpy as np
 import pytest
+from torch import nn
 
-from edge_tune.compression import PrunerSpec, apply_pruners
-from edge_tune.device import DeviceConfig, DeviceRunner
+from edge_tune.compression import PrunerSpec, apply_pruners, count_macs_params
+from edge_tune.device import DeviceConfig, DeviceRunner, ModelError, TimingPlan, interleave, median_ci, module_name
 from edge_tune.errors import UserError
 from edge_tune.export import to_onnx
 from edge_tune.train import evaluate
 
-FAST = DeviceConfig(device="CPU", threads=1, warmup=3, rounds=5, iters_per_round=5)
+FAST = DeviceConfig(
+    device="CPU", threads=1, timing=TimingPlan(warmup=3, iters_per_round=5, min_rounds=5, max_rounds=8, time_cap_s=5)
+)
+
+
+class FakeClock:
+    """Nanoseconds that advance only when a fake model 'runs'."""
+
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self):
+        return self.now
+
+    def model(self, ms, jitter, seed):
+        rng = np.random.default_rng(seed)
+        return lambda: setattr(self, "now", self.now + int(1e6 * ms * (1 + jitter * rng.standard_normal())))
+
+
+def test_interleave_measures_the_ratio_and_stops_when_the_ci_is_tight():
+    clock = FakeClock()
+    plan = TimingPlan(warmup=2, iters_per_round=9, min_rounds=5, max_rounds=500, target_ci=0.02, time_cap_s=1e9)
+    s = interleave(clock.model(1.0, 0.05, 1), clock.model(2.0, 0.05, 2), plan, clock=clock)
+    assert s.converged and plan.min_rounds <= s.rounds < plan.max_rounds
+    lo, hi = s.speedup_ci()
+    assert lo <= 2.0 <= hi and (hi - lo) / 2 <= 0.02 * s.speedup
+    assert s.speedup == pytest.approx(2.0, rel=0.03)
+    assert len(s.a_ms) == len(s.b_ms) == s.rounds * plan.iters_per_round
+
+
+def test_noisier_models_need_more_rounds_and_the_cap_stops_them():
+    clock = FakeClock()
+    plan = TimingPlan(warmup=0, iters_per_round=3, min_rounds=5, max_rounds=10_000, target_ci=0.01, time_cap_s=2.0)
+    quiet = interleave(clock.model(1.0, 0.01, 1), clock.model(1.5, 0.01, 2), plan, clock=clock)
+    noisy = interleave(clock.model(1.0, 0.5, 3), clock.model(1.5, 0.5, 4), plan, clock=clock)
+    assert quiet.converged and noisy.rounds > quiet.rounds
+    assert not noisy.converged and noisy.seconds >= 2.0  # the time cap ended it
+
+
+def test_median_ci_is_distribution_free_and_narrows():
+    rng = np.random.default_rng(0)
+    small, large = list(rng.lognormal(0, 0.1, 20)), list(rng.lognormal(0, 0.1, 400))
+    for values in (small, large):
+        lo, hi = median_ci(values)
+        assert lo <= float(np.median(values)) <= hi
+    assert (median_ci(large)[1] - median_ci(large)[0]) < (median_ci(small)[1] - median_ci(small)[0])
+    assert median_ci([1.0, 2.0]) == (-math.inf, math.inf)
 
 
 @pytest.fixture
@@ -17,11 +67,38 @@ def runner(resnet20, example, digits):
     return DeviceRunner(FAST, to_onnx(resnet20, example), (x, y))
 
 
-def test_baseline_against_itself_is_about_one(runner, resnet20, example):
+def test_baseline_against_itself(runner, resnet20, example):
     result = runner.benchmark(to_onnx(resnet20, example))
-    assert result.precision == "f32" and result.threads == 1 and result.rounds == 5
+    assert result.precision == "f32" and result.threads == 1 and 5 <= result.rounds <= 8
     assert result.latency_ms_p50 > 0 and result.latency_ms_p90 >= result.latency_ms_p50
-    assert 0.5 < result.speedup < 2.0 and math.isfinite(result.speedup_cv)
+    assert result.throughput_fps == pytest.approx(1000 / result.latency_ms_p50)
+    assert 0.5 < result.speedup < 2.0 and result.speedup_ci_low <= result.speedup <= result.speedup_ci_high
+    assert result.compile_s > 0 and result.first_inference_ms > 0
+
+
+def test_openvino_counts_the_same_macs_as_pytorch(runner, resnet20, example):
+    spec = PrunerSpec("p", "L1RankedStructureParameterPruner", "Filters", 0.5, (r"layer\d\.\d\.conv1",))
+    apply_pruners(resnet20, [spec], example)
+    result = runner.benchmark(to_onnx(resnet20, example))
+    assert result.ov_macs == count_macs_params(resnet20, example)[0]
+
+
+def test_per_layer_profile_names_pytorch_modules(runner, resnet20, example):
+    layers = runner.benchmark(to_onnx(resnet20, example)).layers
+    modules = dict(resnet20.named_modules())
+    convs = [lt for lt in layers if lt.node_type == "Convolution"]
+    assert len(convs) == sum(isinstance(m, nn.Conv2d) for m in modules.values())
+    assert all(lt.module in modules and isinstance(modules[lt.module], nn.Conv2d) for lt in convs)
+    assert all(lt.exec_type and lt.time_ms >= 0 for lt in layers)
+    block_conv2 = next(lt for lt in convs if lt.module == "layer1.0.conv2")
+    assert "layer1.0.relu2" in block_conv2.fused  # the residual add's ReLU runs inside the convolution
+    assert runner.baseline_layers and {lt.module for lt in runner.baseline_layers} >= {lt.module for lt in convs}
+
+
+def test_module_names_from_onnx_scopes():
+    assert module_name("/layer2/layer2.0/downsample/downsample.0/Conv/WithoutBiases") == "layer2.0.downsample.0"
+    assert module_name("/layer1/layer1.0/conv1/Conv") == "layer1.0.conv1"
+    assert module_name("/fc/Gemm") == "fc" and module_name("input") == "input"
 
 
 def test_identical_architectures_are_measured_once(runner, resnet20, example):
@@ -41,7 +118,25 @@ def test_device_accuracy_matches_pytorch(runner, resnet20, example, digits):
     assert abs(on_device.top1 - in_torch.top1) <= 100 / 64 + 1e-9  # at most one image apart
 
 
-def test_missing_device_lists_available(resnet20, example):
+@pytest.mark.parametrize("payload", [b"", b"not an onnx file", b"\x08\x07" + bytes(range(256)) * 4])
+def test_corrupt_or_non_onnx_models_are_refused(runner, payload):
+    with pytest.raises(ModelError, match="cannot read"):
+        runner.benchmark(payload)
+    with pytest.raises(ModelError, match="cannot read"):
+        runner.evaluate(payload)
+
+
+def test_input_shape_mismatch_is_refused(runner, resnet20):
+    import torch
+
+    wrong = to_onnx(resnet20, torch.zeros(1, 1, 28, 28))  # the dataset's images are 32x32
+    with pytest.raises(ModelError, match="input shape"):
+        runner.benchmark(wrong)
+    with pytest.raises(ModelError, match="input shape"):
+        runner.evaluate(wrong)
+
+
+def test_missing_device_lists_available():
     with pytest.raises(UserError) as err:
         DeviceRunner(DeviceConfig(device="MYRIAD"))
     assert "MYRIAD" in str(err.value) and "CPU" in str(err.value)

@@ -17,8 +17,8 @@ def test_table_and_files(tmp_path):
     rows = [row("a", False, 0.9), row("d", False, 0.0, "error")]
     text = format_table(rows, ["r"])
     assert "config/r" in text and "errored trials" in text and "boom" in text
-    best = write_outputs(tmp_path, rows, ["r"], {"space": "x"})
-    assert best is None  # nothing feasible
+    best, layers = write_outputs(tmp_path, rows, ["r"], {"space": "x"})
+    assert best is None and layers == []  # nothing feasible, no checkpoint
     summary = json.loads((tmp_path / "best.json").read_text())
     assert summary["feasible"] is False and summary["trial_id"] == "a"
     lines = (tmp_path / "results.csv").read_text().splitlines()

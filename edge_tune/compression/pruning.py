@@ -42,11 +42,32 @@ class PruneReport:
 
 
 def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
-    """(MACs, parameters) of ``model`` for one ``example`` batch, counted by torch-pruning."""
+    """(MACs, parameters) of ``model`` for one image.
+
+    MACs are the multiply-accumulates of convolutions and fully-connected
+    layers, the usual definition; OpenVINO's graph is counted the same way
+    (``device.runner.openvino_macs``) so the two can be required to agree.
+    """
+    macs = 0
+
+    def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            macs += out[0].numel() * (mod.in_channels // mod.groups) * k  # (C_out, H, W) x (C_in/g x kh x kw)
+        elif isinstance(mod, nn.Linear):
+            macs += out[0].numel() * mod.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = model.training
-    macs, params = tp.utils.count_ops_and_params(model.eval(), example)
-    model.train(was_training)
-    return int(macs), int(params)
+    try:
+        with torch.no_grad():
+            model.eval()(example[:1])
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return macs, sum(p.numel() for p in model.parameters())
 
 
 def resolve_weights(model: nn.Module, patterns: tuple[str, ...], where: str) -> list[tuple[str, nn.Conv2d]]:
@@ -63,7 +84,7 @@ def resolve_weights(model: nn.Module, patterns: tuple[str, ...], where: str) -> 
             regex = re.compile(name)
         except re.error:
             regex = None
-        hits = [n for n in convs if regex is not None and regex.fullmatch(f"{n}.weight")]
+        hits = [n for n in convs if regex is not None and (regex.fullmatch(n) or regex.fullmatch(f"{n}.weight"))]
         if not hits:
             raise ValueError(
                 f"{where}: {pattern!r} matches no convolution weight of the model; "

@@ -1,0 +1,130 @@
+"""The EdgeDevice actor under a real local Ray: serialised jobs, restarts, metrics."""
+
+import os
+import signal
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from edge_tune.device import DeviceConfig, TimingPlan, start_device
+from edge_tune.errors import UserError
+from edge_tune.export import to_onnx
+
+# A benchmark that always runs to its 2-second cap: long enough to interrupt.
+SLOW = DeviceConfig(
+    timing=TimingPlan(warmup=2, iters_per_round=5, min_rounds=5, target_ci=0.0, time_cap_s=2.0), profile_inferences=2
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    os.environ["RAY_metrics_report_interval_ms"] = "1000"  # export metrics every second, not every ten
+    port = _free_port()
+    ray.init(
+        num_cpus=3,
+        resources={"edge_device": 1, "spare_device": 1},
+        include_dashboard=False,
+        _metrics_export_port=port,
+        namespace="edge_tune",
+        log_to_driver=False,
+    )
+    yield ray, port
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def actor(ray_local, digits):
+    import torch
+
+    from edge_tune.compression import PrunerSpec, apply_pruners
+    from edge_tune.models import create_model
+
+    torch.manual_seed(0)
+    example = torch.zeros(1, 1, 32, 32)
+    model = create_model("resnet20", num_classes=10, in_channels=1).eval()
+    onnx_bytes = to_onnx(model, example)
+    handle = start_device(SLOW, onnx_bytes, (digits.x_val[:32].numpy(), digits.y_val[:32].numpy()))
+    apply_pruners(
+        model, [PrunerSpec("p", "L1RankedStructureParameterPruner", "Filters", 0.5, ("layer1.0.conv1",))], example
+    )
+    return handle, onnx_bytes, to_onnx(model, example)
+
+
+def test_jobs_queue_and_run_one_at_a_time(ray_local, actor):
+    ray, _ = ray_local
+    handle, onnx_bytes, _pruned = actor
+    first = handle.benchmark.remote(onnx_bytes)
+    second = handle.evaluate.remote(onnx_bytes)
+    seen_queue = 0
+    deadline = time.time() + 10
+    while time.time() < deadline and seen_queue == 0:
+        seen_queue = ray.get(handle.info.remote())["queue_length"]
+        time.sleep(0.05)
+    assert seen_queue == 1  # the evaluation waited while the benchmark held the device
+    result, accuracy = ray.get([first, second])
+    assert result.rounds >= 5 and not result.converged and accuracy.images == 32
+    assert ray.get(handle.info.remote())["queue_length"] == 0
+
+
+def test_killed_mid_benchmark_restarts_and_retries(ray_local, actor):
+    ray, _ = ray_local
+    handle, _onnx_bytes, pruned = actor
+    pid = ray.get(handle.info.remote())["pid"]
+    pending = handle.benchmark.remote(pruned)  # a new architecture: no cache hit
+    time.sleep(1.0)
+    os.kill(pid, signal.SIGKILL)
+    result = ray.get(pending, timeout=120)  # retried on the restarted actor
+    assert result.rounds >= 5 and result.speedup > 0
+    assert ray.get(handle.info.remote())["pid"] != pid
+
+
+def test_metrics_reach_the_metrics_endpoint(ray_local, actor):
+    ray, port = ray_local
+    handle, onnx_bytes, _pruned = actor
+    ray.get(handle.benchmark.remote(onnx_bytes))
+    ray.get(handle.benchmark.remote(onnx_bytes))  # the second is a cache hit
+    wanted = (
+        "ray_edge_tune_device_cache_hits",
+        "ray_edge_tune_device_job_seconds",
+        "ray_edge_tune_device_queue_length",
+        "ray_edge_tune_device_busy_fraction",
+    )
+    text = ""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        if all(w in text for w in wanted):
+            break
+        time.sleep(1)
+    missing = [w for w in wanted if w not in text]
+    assert not missing, f"not exported: {missing}"
+    hits = [line for line in text.splitlines() if line.startswith("ray_edge_tune_device_cache_hits")]
+    assert any(float(line.rsplit(" ", 1)[1]) >= 1 for line in hits)
+
+
+def test_missing_device_is_a_user_error(ray_local, actor):
+    _, onnx_bytes, _ = actor
+    with pytest.raises(UserError, match="available: CPU"):
+        start_device(DeviceConfig(device="MYRIAD", actor_name="missing", resource="spare_device"), onnx_bytes, None)
+
+
+def test_a_resource_no_node_has_is_a_user_error(ray_local, actor):
+    _, onnx_bytes, _ = actor
+    with pytest.raises(UserError, match="advertises the resource 'ncs2'"):
+        start_device(DeviceConfig(actor_name="other", resource="ncs2"), onnx_bytes, None)
+
+
+def test_a_taken_device_times_out_with_a_user_error(ray_local, actor):
+    _, onnx_bytes, _ = actor  # the module's actor holds "edge_device"
+    with pytest.raises(UserError, match="is taken"):
+        start_device(DeviceConfig(actor_name="second"), onnx_bytes, None, start_timeout_s=3)
