@@ -183,8 +183,8 @@ def render(r: dict) -> str:
         "## 2. Agreement with benchmark_app (goal: within 5 %)",
         "",
         "`benchmark_app -hint none -nstreams 1 -nthreads 1 -infer_precision f32 -t 10` on the same ONNX (its latency "
-        "hint refuses an explicit thread count; one stream and one thread is what the hint would pick), against our p50 "
-        "(median of 3 measurements):",
+        "hint refuses an explicit thread count; one stream and one thread is what the hint would pick), "
+        "against our p50 (median of 3 measurements):",
         "",
         "| model | ours p50 (ms) | benchmark_app `-api sync` (ms) | difference | `-api async` (ms) | difference |",
         "| --- | --- | --- | --- | --- | --- |",
