@@ -49,6 +49,7 @@ class ExperimentConfig:
     finetune_overrides: dict[str, Any] = field(default_factory=dict)  # flags; over the space's finetune section
     device: DeviceConfig = field(default_factory=DeviceConfig)
     trial_cpus: int = 1  # CPUs (torch threads) per trial
+    measure_after_finetune: bool = False  # benchmark after fine-tuning instead of during it (slower)
     address: str | None = None  # Ray cluster to join; None starts a local one
     output_dir: Path = Path("edge_tune_results")  # experiments are folders in here
     name: str = ""  # experiment folder; default: <space>-<date>-<time>
@@ -179,6 +180,7 @@ def _search(
         macs,
         cfg.trial_cpus,
         cfg.device.actor_name,
+        cfg.measure_after_finetune,
     )
     searcher = make_searcher(cfg.searcher, space.params, cfg.initial_points, cfg.seed)
     total = int(ray.cluster_resources().get("CPU", 1))
@@ -207,7 +209,9 @@ def _search(
         ),
     )
     _log(f"searching {space.name}: {cfg.num_samples} trials, {concurrent} at a time, searcher {cfg.searcher}")
+    search_started = time.perf_counter()
     results = tuner.fit()
+    search_seconds = time.perf_counter() - search_started
     rows = rows_from_results(results)
     experiment = {
         "space": space.name,
@@ -232,6 +236,8 @@ def _search(
         "searcher": cfg.searcher,
         "num_samples": cfg.num_samples,
         "wall_seconds": time.perf_counter() - started,
+        "search_seconds": search_seconds,
+        "measure_after_finetune": cfg.measure_after_finetune,
     }
     out_dir = storage / name
     stats = ray.get(device.info.remote())

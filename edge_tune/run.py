@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="", help="experiment folder name (default <space>-<date>-<time>)")
     p.add_argument("--cache-dir", type=Path, default=None, help="baseline cache (default ~/.cache/edge_tune)")
     p.add_argument(
+        "--measure-after-finetune",
+        action="store_true",
+        help="time each trial's model after fine-tuning, not during it (the serial order; for comparison)",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="2 trials of 1 fine-tune epoch on a 4-epoch baseline: a quick end-to-end try",
@@ -105,6 +110,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     timing = TimingPlan(target_ci=args.target_ci / 100, time_cap_s=args.time_cap)
     cfg.device = DeviceConfig(device=args.device, precision=args.precision, threads=args.device_threads, timing=timing)
     cfg.output_dir = args.output_dir
+    cfg.measure_after_finetune = args.measure_after_finetune
     if args.cache_dir is not None:
         cfg.cache_dir = args.cache_dir
     return cfg

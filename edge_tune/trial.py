@@ -46,6 +46,7 @@ class TrialContext:
     baseline_macs: int
     threads: int  # torch threads in the trial (the CPUs Ray gave it)
     device_actor: str  # the EdgeDevice actor's name
+    measure_after_finetune: bool = False  # the original, serial order; for benchmarks/overlap.py
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -61,13 +62,15 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     example = torch.zeros(1, *data.input_shape)  # (1, C, H, W): the device runs batch 1
     pruned = apply_pruners(model, schedule.one_shot_pruners(), example)
     device = get_device(ctx.device_actor)
-    latency_ref = device.benchmark.remote(verify_and_export(model, example))  # measured while we fine-tune
+    pruned_onnx = verify_and_export(model, example)
+    # Latency depends only on the architecture: measure it while we fine-tune.
+    latency_ref = None if ctx.measure_after_finetune else device.benchmark.remote(pruned_onnx)
 
     lr = ScheduledLR(schedule)
 
     def epoch_end(epoch: int, loss: float, acc: Accuracy) -> None:
         lr.on_epoch_end(epoch)
-        ready, _ = ray.wait([latency_ref], timeout=0)
+        ready = ray.wait([latency_ref], timeout=0)[0] if latency_ref is not None else []
         speedup = ray.get(ready[0]).speedup if ready else math.nan
         tune.report(
             {
@@ -85,7 +88,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     acc = fine_tune(model, data, cfg, on_epoch_start=lr.on_epoch_start, on_epoch_end=epoch_end)
     final_onnx = verify_and_export(model, example)
     on_device = ray.get(device.evaluate.remote(final_onnx))
-    latency = ray.get(latency_ref)
+    latency = ray.get(latency_ref if latency_ref is not None else device.benchmark.remote(final_onnx))
     if latency.ov_macs != pruned.macs_after:  # O0: the device runs the network we pruned
         raise ExportMismatch(f"OpenVINO counts {latency.ov_macs:,} MACs, PyTorch {pruned.macs_after:,}")
     top1 = min(acc.top1, on_device.top1)
