@@ -155,9 +155,6 @@ def _search(
     started: float,
     ray: Any,
 ) -> int:
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-
     model = baseline.build(data.num_classes, data.in_channels)
     example = torch.zeros(1, *data.input_shape)
     onnx = verify_and_export(model, example)
@@ -187,27 +184,7 @@ def _search(
     concurrent = cfg.max_concurrent or max(1, (total - cfg.device.threads) // cfg.trial_cpus)
     name = cfg.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = cfg.output_dir.resolve()
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.trial_cpus})
-    tuner = tune.Tuner(
-        trainable,
-        param_space=space.to_tune() if cfg.searcher == "random" else {},
-        tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent)
-            if cfg.searcher != "random"
-            else searcher,
-            metric="score",
-            mode="max",
-            num_samples=cfg.num_samples,
-            max_concurrent_trials=concurrent if cfg.searcher == "random" else None,
-        ),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=str(storage),
-            verbose=0,
-            callbacks=[_progress_callback(cfg.num_samples)],
-            failure_config=tune.FailureConfig(max_failures=0),
-        ),
-    )
+    tuner = _build_tuner(cfg, ctx, searcher, concurrent, name, storage)
     _log(f"searching {space.name}: {cfg.num_samples} trials, {concurrent} at a time, searcher {cfg.searcher}")
     search_started = time.perf_counter()
     results = tuner.fit()
@@ -239,13 +216,54 @@ def _search(
         "search_seconds": search_seconds,
         "measure_after_finetune": cfg.measure_after_finetune,
     }
-    out_dir = storage / name
+    return _finish(storage / name, rows, experiment, device, objective, macs, list(space.params))
+
+
+def _build_tuner(
+    cfg: ExperimentConfig, ctx: TrialContext, searcher: Any, concurrent: int, name: str, storage: Path
+) -> Any:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.trial_cpus})
+    return tune.Tuner(
+        trainable,
+        param_space=ctx.space.to_tune() if cfg.searcher == "random" else {},
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent)
+            if cfg.searcher != "random"
+            else searcher,
+            metric="score",
+            mode="max",
+            num_samples=cfg.num_samples,
+            max_concurrent_trials=concurrent if cfg.searcher == "random" else None,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            verbose=0,
+            callbacks=[_progress_callback(cfg.num_samples)],
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+
+
+def _finish(
+    out_dir: Path,
+    rows: list[Any],
+    experiment: dict[str, Any],
+    device: Any,
+    objective: Objective,
+    macs: int,
+    params: list[str],
+) -> int:
+    """Write and print the results; the exit code says whether any trial was feasible."""
+    import ray
+
     stats = ray.get(device.info.remote())
     experiment["device_stats"] = stats
-    best, layers = write_outputs(
-        out_dir, rows, list(space.params), experiment, ray.get(device.baseline_layers.remote())
-    )
-    print(format_table(rank(rows), list(space.params)))
+    best, layers = write_outputs(out_dir, rows, params, experiment, ray.get(device.baseline_layers.remote()))
+    print(format_table(rank(rows), params))
     _log(
         f"device: {stats['benchmarks']:.0f} benchmarks, {stats['evaluations']:.0f} evaluations, "
         f"{stats['cache_hits']:.0f} cache hits, busy {100 * stats['busy_fraction']:.0f}% of the time"

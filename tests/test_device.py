@@ -92,6 +92,7 @@ def test_per_layer_profile_names_pytorch_modules(runner, resnet20, example):
     assert all(lt.exec_type and lt.time_ms >= 0 for lt in layers)
     block_conv2 = next(lt for lt in convs if lt.module == "layer1.0.conv2")
     assert "layer1.0.relu2" in block_conv2.fused  # the residual add's ReLU runs inside the convolution
+    assert all(lt.module not in lt.fused for lt in layers)
     assert runner.baseline_layers and {lt.module for lt in runner.baseline_layers} >= {lt.module for lt in convs}
 
 

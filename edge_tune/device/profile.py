@@ -71,8 +71,10 @@ def profile_layers(compiled: Any, feed: dict[int, Any], inferences: int = 10) ->
         node_type, exec_type = meta[node]
         if node_type in ("Parameter", "Result", "Const", "Input", "Output"):
             continue
-        others = tuple(_label(n) for n in fused.get(node, ()) if n != node)
-        layers.append(LayerTiming(node, module_name(node), node_type, exec_type, statistics.median(samples), others))
+        module = module_name(node)
+        # A folded batch norm leaves a bias Add named like the convolution itself: not another layer.
+        others = tuple(dict.fromkeys(lbl for n in fused.get(node, ()) if (lbl := _label(n)) != module))
+        layers.append(LayerTiming(node, module, node_type, exec_type, statistics.median(samples), others))
     return layers
 
 
