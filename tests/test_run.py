@@ -11,22 +11,17 @@ from conftest import REPO, run_cli
 NAN_SPACE = (REPO / "search_spaces" / "filter_prune.yaml").read_text().replace("lr: 0.01 ", "lr: 1.0e+30 ")
 
 
+def run_smoke(space: str, cache_dir: Path, out: Path, *extra: str):
+    """``--smoke`` on the session's baseline cache, writing under ``out``."""
+    return run_cli(
+        "--space", space, "--smoke", "--cache-dir", str(cache_dir), "--output-dir", str(out), *extra, cwd=REPO
+    )
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("out")
-    proc = run_cli(
-        "--space",
-        "filter_prune",
-        "--smoke",
-        "--cache-dir",
-        str(cache_dir),
-        "--output-dir",
-        str(out),
-        "--name",
-        "smoke",
-        cwd=REPO,
-    )
-    return proc, out / "smoke"
+    return run_smoke("filter_prune", cache_dir, out, "--name", "smoke"), out / "smoke"
 
 
 def test_smoke_run_writes_results(smoke):
@@ -88,18 +83,7 @@ def test_space_with_invalid_domain_exits_2(tmp_path):
 
 
 def test_unreachable_threshold_exits_2_before_any_trial(smoke, cache_dir, tmp_path):
-    proc = run_cli(
-        "--space",
-        "filter_prune",
-        "--smoke",
-        "--accuracy-threshold",
-        "100",
-        "--cache-dir",
-        str(cache_dir),
-        "--output-dir",
-        str(tmp_path),
-        cwd=REPO,
-    )
+    proc = run_smoke("filter_prune", cache_dir, tmp_path, "--accuracy-threshold", "100")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "unreachable" in proc.stderr and "baseline itself scores" in proc.stderr
     assert "Ray started" not in proc.stdout and not any(tmp_path.iterdir())  # no trial, no experiment folder
@@ -111,18 +95,7 @@ def test_bad_flag_value_exits_2(tmp_path):
 
 
 def test_missing_device_exits_2_listing_devices(smoke, cache_dir, tmp_path):
-    proc = run_cli(
-        "--space",
-        "filter_prune",
-        "--smoke",
-        "--device",
-        "MYRIAD",
-        "--cache-dir",
-        str(cache_dir),
-        "--output-dir",
-        str(tmp_path),
-        cwd=REPO,
-    )
+    proc = run_smoke("filter_prune", cache_dir, tmp_path, "--device", "MYRIAD")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "MYRIAD" in proc.stderr and "available: CPU" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -130,18 +103,7 @@ def test_missing_device_exits_2_listing_devices(smoke, cache_dir, tmp_path):
 def test_nan_trials_are_recorded_as_errored_and_the_search_goes_on(smoke, cache_dir, tmp_path):
     space = tmp_path / "nan_lr.yaml"
     space.write_text(NAN_SPACE)
-    proc = run_cli(
-        "--space",
-        str(space),
-        "--smoke",
-        "--cache-dir",
-        str(cache_dir),
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--name",
-        "nan",
-        cwd=REPO,
-    )
+    proc = run_smoke(str(space), cache_dir, tmp_path / "out", "--name", "nan")
     assert proc.returncode == 3, proc.stderr[-3000:]  # nothing feasible: every trial errored
     rows = list(csv.DictReader(open(tmp_path / "out" / "nan" / "results.csv")))
     assert len(rows) == 2 and all(r["status"] == "error" for r in rows)  # the second trial still ran

@@ -133,10 +133,9 @@ def _prune_group(
     graph: tp.DependencyGraph, spec: PrunerSpec, convs: list[nn.Conv2d], names: dict[int, str]
 ) -> GroupPruned:
     root = convs[0]
-    scores = sum(
-        _l1(c, spec.group_type) for c in convs if _l1(c, spec.group_type).shape == _l1(root, spec.group_type).shape
-    )
-    assert isinstance(scores, torch.Tensor)
+    norms = [_l1(c, spec.group_type) for c in convs]
+    # Members indexed like the root (a residual add aligns channels one to one) add their norms.
+    scores = torch.stack([n for n in norms if n.shape == norms[0].shape]).sum(dim=0)
     n = len(scores)
     n_prune = min(int(spec.sparsity * n), n - 1)  # Distiller rounds down; keep at least one channel
     members = tuple(names[id(c)] for c in convs)

@@ -94,9 +94,6 @@ class EdgeDevice:
     def baseline_layers(self) -> tuple[LayerTiming, ...]:
         return self._runner.baseline_layers
 
-    def queue_length(self) -> int:
-        return self._waiting
-
     def info(self) -> dict[str, Any]:
         return {**self._runner.info(), "queue_length": self._waiting, "pid": os.getpid()}
 
@@ -141,8 +138,7 @@ def start_device(
     try:
         ready, _ = ray.wait([info := actor.info.remote()], timeout=start_timeout_s)
         if not ready:
-            ray.kill(actor)
-            _KEEP_ALIVE.pop(cfg.actor_name, None)
+            _discard(actor, cfg.actor_name)
             raise UserError(
                 f"the device actor could not start within {start_timeout_s:.0f} s: the resource {cfg.resource!r} "
                 f"is taken (is another experiment using the device?) or its node lacks {cfg.threads} free CPU(s)"
@@ -151,11 +147,18 @@ def start_device(
     except RayActorError as exc:
         text = str(exc.__cause__ or exc)
         if "UserError" in text or "no such device" in text:
-            ray.kill(actor)
-            _KEEP_ALIVE.pop(cfg.actor_name, None)
+            _discard(actor, cfg.actor_name)
             raise UserError(text.split("UserError: ")[-1].strip().splitlines()[0]) from None
         raise
     return actor
+
+
+def _discard(actor: Any, name: str) -> None:
+    """Kill an actor that never came up, and let go of its constructor arguments."""
+    import ray
+
+    ray.kill(actor)
+    _KEEP_ALIVE.pop(name, None)
 
 
 def get_device(name: str = ACTOR_NAME) -> Any:

@@ -8,7 +8,7 @@ serialise them (the actor holds a lock).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -59,10 +59,6 @@ class LatencyResult:
     ov_macs: int  # conv + fully-connected MACs counted on OpenVINO's graph (O0)
     layers: tuple[LayerTiming, ...] = ()  # per-layer profile of the candidate (O4)
     cached: bool = False  # an identical architecture was measured before
-
-    def summary(self) -> dict[str, Any]:
-        """The scalar fields, for reports."""
-        return {k: v for k, v in asdict(self).items() if k != "layers"}
 
 
 @dataclass(frozen=True)
