@@ -265,7 +265,8 @@ def _finish(
     best, layers = write_outputs(out_dir, rows, params, experiment, ray.get(device.baseline_layers.remote()))
     print(format_table(rank(rows), params))
     _log(
-        f"device: {stats['benchmarks']:.0f} benchmarks, {stats['evaluations']:.0f} evaluations, "
+        f"device: {stats['name']} on OpenVINO {stats['runtime'].split('-')[0]} (Python {stats['python']}): "
+        f"{stats['benchmarks']:.0f} benchmarks, {stats['evaluations']:.0f} evaluations, "
         f"{stats['cache_hits']:.0f} cache hits, busy {100 * stats['busy_fraction']:.0f}% of the time"
     )
     if layers:

@@ -7,6 +7,7 @@ Precedence, fixed: built-in defaults, then the search space file (its
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -47,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"], help="OpenVINO inference precision")
     p.add_argument("--device-threads", type=int, default=1, help="CPU threads (and Ray CPUs) of the device actor")
     p.add_argument(
+        "--device-python",
+        default="",
+        metavar="PATH",
+        help="run OpenVINO under this interpreter on the device's host, e.g. a Python 3.9 with openvino 2021.4 "
+        "for a Neural Compute Stick 2 (see docs/device.md)",
+    )
+    p.add_argument(
         "--target-ci",
         type=float,
         default=2.0,
@@ -82,6 +90,11 @@ def _positive(flag: str, value: int | None) -> None:
         raise UserError(f"{flag} {value}: must be at least 1")
 
 
+def _interpreter(path: str) -> None:
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise UserError(f"--device-python {path}: no executable file there; give the path of a Python interpreter")
+
+
 def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Defaults, then the space file, then the flags."""
     from edge_tune.device import DeviceConfig, TimingPlan
@@ -108,7 +121,15 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.accuracy_weight = args.accuracy_weight if args.accuracy_weight is not None else cfg.accuracy_weight
     cfg.searcher, cfg.seed, cfg.address, cfg.name = args.searcher, args.seed, args.address, args.name
     timing = TimingPlan(target_ci=args.target_ci / 100, time_cap_s=args.time_cap)
-    cfg.device = DeviceConfig(device=args.device, precision=args.precision, threads=args.device_threads, timing=timing)
+    if args.device_python and not (args.address or os.environ.get("RAY_ADDRESS")):
+        _interpreter(args.device_python)  # on a cluster it lives on the edge host, not here
+    cfg.device = DeviceConfig(
+        device=args.device,
+        precision=args.precision,
+        threads=args.device_threads,
+        timing=timing,
+        python=args.device_python,
+    )
     cfg.output_dir = args.output_dir
     cfg.measure_after_finetune = args.measure_after_finetune
     if args.cache_dir is not None:

@@ -1,6 +1,10 @@
-"""DeviceRunner on the real OpenVINO CPU runtime, and the timing statistics on a fake clock."""
+"""DeviceRunner on the real OpenVINO CPU runtime, and the timing statistics on a fake clock.
+
+The runtime runs in this process, in another interpreter, and as OpenVINO 2021.4 under Python 3.9.
+"""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -61,10 +65,17 @@ def test_median_ci_is_distribution_free_and_narrows():
     assert median_ci([1.0, 2.0]) == (-math.inf, math.inf)
 
 
-@pytest.fixture
-def runner(resnet20, example, digits):
+@pytest.fixture(params=["in-process", "device-python", "device-python-2021.4"])
+def runner(request, resnet20, example, digits):
+    """The same contract whichever engine runs OpenVINO: here, another interpreter, or OpenVINO 2021.4."""
+    python = {"in-process": "", "device-python": "second_python", "device-python-2021.4": "legacy_python"}[
+        request.param
+    ]
+    cfg = replace(FAST, python=request.getfixturevalue(python) if python else "")
     x, y = digits.x_val[:64].numpy(), digits.y_val[:64].numpy()
-    return DeviceRunner(FAST, to_onnx(resnet20, example), (x, y))
+    runner = DeviceRunner(cfg, to_onnx(resnet20, example), (x, y))
+    yield runner
+    runner.close()
 
 
 def test_baseline_against_itself(runner, resnet20, example):

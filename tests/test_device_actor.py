@@ -32,7 +32,7 @@ def ray_local():
     port = _free_port()
     ray.init(
         num_cpus=3,
-        resources={"edge_device": 1, "spare_device": 1},
+        resources={"edge_device": 1, "spare_device": 1, "remote_device": 1},
         include_dashboard=False,
         _metrics_export_port=port,
         namespace="edge_tune",
@@ -86,6 +86,29 @@ def test_killed_mid_benchmark_restarts_and_retries(ray_local, actor):
     result = ray.get(pending, timeout=120)  # retried on the restarted actor
     assert result.rounds >= 5 and result.speedup > 0
     assert ray.get(handle.info.remote())["pid"] != pid
+
+
+def test_a_device_server_killed_mid_benchmark_restarts_the_actor_and_retries(ray_local, actor, second_python, digits):
+    from dataclasses import replace
+
+    from edge_tune.device.actor import _discard
+
+    ray, _ = ray_local
+    _handle, onnx_bytes, pruned = actor
+    cfg = replace(SLOW, python=second_python, actor_name="remote", resource="remote_device")
+    remote = start_device(cfg, onnx_bytes, (digits.x_val[:32].numpy(), digits.y_val[:32].numpy()))
+    try:
+        before = ray.get(remote.info.remote())
+        assert before["server_pid"] and before["server_pid"] != before["pid"]
+        pending = remote.benchmark.remote(pruned)
+        time.sleep(1.0)
+        os.kill(before["server_pid"], signal.SIGKILL)
+        result = ray.get(pending, timeout=120)  # retried on the restarted actor, with a new server
+        assert result.rounds >= 5 and result.speedup > 0
+        after = ray.get(remote.info.remote())
+        assert after["pid"] != before["pid"] and after["server_pid"] != before["server_pid"]
+    finally:
+        _discard(remote, cfg.actor_name)
 
 
 def test_metrics_reach_the_metrics_endpoint(ray_local, actor):

@@ -100,6 +100,23 @@ def test_missing_device_exits_2_listing_devices(smoke, cache_dir, tmp_path):
     assert "MYRIAD" in proc.stderr and "available: CPU" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_device_python_hosts_openvino_2021_4_for_the_whole_run(smoke, cache_dir, tmp_path, legacy_python):
+    proc = run_smoke("filter_prune", cache_dir, tmp_path, "--name", "legacy", "--device-python", legacy_python)
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    assert "on OpenVINO 2021.4" in proc.stdout
+    stats = json.loads((tmp_path / "legacy" / "experiment.json").read_text())["device_stats"]
+    assert stats["api"] == "ie" and stats["python"].startswith("3.") and stats["server_pid"]
+    rows = list(csv.DictReader(open(tmp_path / "legacy" / "results.csv")))
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    for r in rows:  # the legacy runtime ran the same pruned network, and agrees on accuracy
+        assert int(r["ov_macs"]) == int(r["macs"]) and abs(float(r["top1"]) - float(r["top1_device"])) <= 0.6
+
+
+def test_missing_device_python_exits_2_before_anything_starts(tmp_path):
+    proc = run_cli("--space", "filter_prune", "--device-python", str(tmp_path / "py"), cwd=REPO)
+    assert proc.returncode == 2 and "--device-python" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_nan_trials_are_recorded_as_errored_and_the_search_goes_on(smoke, cache_dir, tmp_path):
     space = tmp_path / "nan_lr.yaml"
     space.write_text(NAN_SPACE)

@@ -2,20 +2,17 @@
 
 - ``timing``: interleaved A/B timing with an adaptive stopping rule
 - ``profile``: per-layer latency from OpenVINO's counters, mapped to PyTorch modules
+- ``engine``: the OpenVINO runtimes (API 2.0, and 2021.4's for MYRIAD) behind one interface
+- ``protocol``, ``remote``: that interface served by another interpreter (``--device-python``)
 - ``runner``: ``DeviceRunner``, one OpenVINO device (plain Python)
 - ``actor``: the ``EdgeDevice`` Ray actor that shares it between trials
 """
 
 from edge_tune.device.actor import ACTOR_NAME, NAMESPACE, EdgeDevice, get_device, start_device
+from edge_tune.device.engine import Engine, ModelError, open_engine
 from edge_tune.device.profile import LayerTiming, module_name
-from edge_tune.device.runner import (
-    DeviceAccuracy,
-    DeviceConfig,
-    DeviceRunner,
-    LatencyResult,
-    ModelError,
-    openvino_macs,
-)
+from edge_tune.device.remote import EngineDied, RemoteEngine
+from edge_tune.device.runner import DeviceAccuracy, DeviceConfig, DeviceRunner, LatencyResult
 from edge_tune.device.timing import TimingPlan, interleave, median_ci
 
 __all__ = [
@@ -25,14 +22,17 @@ __all__ = [
     "DeviceConfig",
     "DeviceRunner",
     "EdgeDevice",
+    "Engine",
+    "EngineDied",
     "LatencyResult",
     "LayerTiming",
     "ModelError",
+    "RemoteEngine",
     "TimingPlan",
     "get_device",
     "interleave",
     "median_ci",
     "module_name",
-    "openvino_macs",
+    "open_engine",
     "start_device",
 ]

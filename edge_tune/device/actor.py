@@ -5,7 +5,9 @@ places it on the host the device is plugged into, and reserves the CPUs its
 runtime uses. Device jobs (benchmark, evaluate) run one at a time under a
 lock; the actor itself takes several calls at once so that ``info`` and the
 queue length answer while a job runs. If its process dies, Ray restarts it
-(the constructor rebuilds the baseline) and retries the pending calls.
+(the constructor rebuilds the baseline) and retries the pending calls; when
+the runtime runs in another interpreter (``--device-python``) and that one
+dies or hangs, the actor exits on purpose to get the same treatment.
 
 Metrics, exported through Ray's metrics endpoint and shown by the dashboard
 (Prometheus names get Ray's ``ray_`` prefix):
@@ -19,6 +21,7 @@ Metrics, exported through Ray's metrics endpoint and shown by the dashboard
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edge_tune.device.profile import LayerTiming
+from edge_tune.device.remote import EngineDied
 from edge_tune.device.runner import DeviceAccuracy, DeviceConfig, DeviceRunner, LatencyResult
 from edge_tune.errors import UserError
 
@@ -78,7 +82,13 @@ class EdgeDevice:
                 self._metrics.queue.set(self._waiting)
             hits = self._runner.stats["cache_hits"]
             start = time.perf_counter()
-            result = fn(onnx_bytes)
+            try:
+                result = fn(onnx_bytes)
+            except EngineDied as exc:
+                # The runtime's interpreter died or hung: so does this actor, and
+                # Ray restarts it (with a fresh server) and retries the request.
+                print(f"edge_tune: {exc}; restarting the device actor", file=sys.stderr, flush=True)
+                os._exit(1)
             self._metrics.seconds.observe(time.perf_counter() - start, tags={"kind": kind})
             if self._runner.stats["cache_hits"] > hits:
                 self._metrics.hits.inc()

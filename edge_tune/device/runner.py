@@ -2,27 +2,29 @@
 
 Plain Python, so it is tested without Ray; ``device.actor`` serves it as the
 shared ``EdgeDevice`` actor. Every method is one device job: callers
-serialise them (the actor holds a lock).
+serialise them (the actor holds a lock). The runtime itself sits behind an
+``Engine``: OpenVINO in this process, or in another interpreter
+(``DeviceConfig.python``, the CLI's ``--device-python``) through
+``device.remote``. Hashing, caching and statistics stay here, so every engine
+gets them alike.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from edge_tune.device.profile import LayerTiming, profile_layers
-from edge_tune.device.timing import TimingPlan, cv, interleave
+from edge_tune.device.engine import Engine, ModelError, open_engine
+from edge_tune.device.profile import LayerTiming
+from edge_tune.device.remote import RemoteEngine
+from edge_tune.device.timing import ABSamples, TimingPlan, cv
 from edge_tune.errors import UserError
 from edge_tune.export import content_hash, structure_hash
 
-__all__ = ["DeviceAccuracy", "DeviceConfig", "DeviceRunner", "LatencyResult", "ModelError", "openvino_macs"]
-
-
-class ModelError(ValueError):
-    """The ONNX model cannot be run here: corrupt, not ONNX, or the wrong input shape."""
+__all__ = ["DeviceAccuracy", "DeviceConfig", "DeviceRunner", "LatencyResult", "ModelError"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class DeviceConfig:
     profile_inferences: int = 10  # inferences whose per-layer counters are medianed
     cache: bool = True  # measure an architecture once; off for repeatability benchmarks
     seed: int = 0  # the timed input tensor
+    python: str = ""  # interpreter hosting the runtime (--device-python); "" = this process
+    server_timeout_s: float = 300.0  # deadline of one request to that interpreter
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class LatencyResult:
     device: str
     precision: str  # what the compiled model reports it runs in
     threads: int
-    compile_s: float  # read + compile of the candidate
+    compile_s: float  # compile of the candidate on the device
     first_inference_ms: float  # the candidate's first (cold) inference
     ov_macs: int  # conv + fully-connected MACs counted on OpenVINO's graph (O0)
     layers: tuple[LayerTiming, ...] = ()  # per-layer profile of the candidate (O4)
@@ -68,23 +72,8 @@ class DeviceAccuracy:
     images: int
 
 
-def openvino_macs(ov_model: Any) -> int:
-    """Conv and fully-connected MACs of one image, counted on an ``ov.Model``."""
-    total = 0
-    for op in ov_model.get_ordered_ops():
-        kind = op.get_type_name()
-        if kind in ("Convolution", "GroupConvolution"):
-            out = list(op.get_output_partial_shape(0).to_shape())  # (N, C_out, H, W)
-            w = list(
-                op.input(1).get_partial_shape().to_shape()
-            )  # (C_out, C_in, kh, kw) or (G, C_out/G, C_in/G, kh, kw)
-            total += int(np.prod(out[1:])) * int(np.prod(w[-3:]))
-        elif kind == "MatMul":
-            out = list(op.get_output_partial_shape(0).to_shape())  # (N, features)
-            a = list(op.input(0).get_partial_shape().to_shape())
-            k = a[-2] if op.get_attributes().get("transpose_a") else a[-1]
-            total += int(np.prod(out[1:])) * int(k)
-    return total
+def _layers(rows: list[dict[str, Any]]) -> tuple[LayerTiming, ...]:
+    return tuple(LayerTiming(**{**r, "fused": tuple(r["fused"])}) for r in rows)
 
 
 class DeviceRunner:
@@ -98,19 +87,23 @@ class DeviceRunner:
     ) -> None:
         # Baseline and validation data come in through the constructor so that
         # an actor Ray restarts after a crash is whole again before it serves.
-        import openvino as ov
-
         self.cfg = cfg
-        self.core = ov.Core()
-        available = list(self.core.available_devices)
+        self.engine: Engine | RemoteEngine = (
+            RemoteEngine(cfg.python, cfg.device, cfg.precision, cfg.threads, cfg.server_timeout_s)
+            if cfg.python
+            else open_engine(cfg.device, cfg.precision, cfg.threads)
+        )
+        self.description = self.engine.describe()
+        available = self.description["devices"]
         family = cfg.device.split(":")[0].split(".")[0]
         if family not in ("AUTO", "MULTI", "HETERO") and cfg.device not in available and family not in available:
             raise UserError(
-                f"--device {cfg.device}: OpenVINO has no such device here; available: {', '.join(available)}"
+                f"--device {cfg.device}: OpenVINO {self.description['runtime']} has no such device here; "
+                f"available: {', '.join(available)}"
             )
-        self._baseline: Any = None
-        self._input: np.ndarray | None = None
-        self._eval: tuple[np.ndarray, np.ndarray] | None = None
+        self._input: np.ndarray | None = None  # (1, C, H, W) float32, the timed input
+        self._image_shape: tuple[int, ...] | None = None  # (C, H, W) of the validation images
+        self._labels: np.ndarray | None = None  # (N,)
         self._latency_cache: dict[str, LatencyResult] = {}
         self._accuracy_cache: dict[str, DeviceAccuracy] = {}
         self.baseline_layers: tuple[LayerTiming, ...] = ()
@@ -122,88 +115,70 @@ class DeviceRunner:
             self.set_eval_data(*eval_data)
 
     def info(self) -> dict[str, Any]:
-        name = self.cfg.device
-        if name in self.core.available_devices:
-            name = str(self.core.get_property(name, "FULL_DEVICE_NAME"))
         up = max(time.time() - self.started, 1e-9)
+        d = self.description
         return {
             "device": self.cfg.device,
-            "name": name,
-            "available": list(self.core.available_devices),
+            "name": d["device_name"],
+            "available": d["devices"],
+            "runtime": d["runtime"],
+            "api": d["api"],
+            "python": d["python"],
+            "server_pid": self.engine.pid if isinstance(self.engine, RemoteEngine) else None,
             "precision": self.cfg.precision,
             "threads": self.cfg.threads,
             **self.stats,
             "busy_fraction": self.stats["busy_s"] / up,
         }
 
-    def _read(self, onnx_bytes: bytes) -> Any:
-        try:
-            model = self.core.read_model(onnx_bytes)
-        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
-            detail = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip() and "src/" not in ln)
-            raise ModelError(f"the device cannot read this model as ONNX: {detail[:300]}") from None
-        shape = (
-            tuple(model.input(0).get_partial_shape().to_shape())
-            if model.input(0).get_partial_shape().is_static
-            else None
-        )
+    def _load(self, onnx_bytes: bytes) -> dict[str, Any]:
+        """Read the model on the device and check its input against the baseline and the data."""
+        model = self.engine.load(onnx_bytes)
+        shape = tuple(model["input_shape"]) if model["input_shape"] is not None else None
+        problem = None
         if self._input is not None and shape != self._input.shape:
-            raise ModelError(f"model input shape {shape} differs from the baseline's {self._input.shape}")
-        if self._eval is not None and shape is not None and tuple(shape[1:]) != self._eval[0].shape[1:]:
-            raise ModelError(f"model input shape {shape} does not fit the dataset's images {self._eval[0].shape[1:]}")
+            problem = f"model input shape {shape} differs from the baseline's {self._input.shape}"
+        elif self._image_shape is not None and shape is not None and shape[1:] != self._image_shape:
+            problem = f"model input shape {shape} does not fit the dataset's images {self._image_shape}"
+        if problem:
+            self.engine.release(model["handle"])
+            raise ModelError(problem)
         return model
-
-    def _compile(self, model: Any, profile: bool = False) -> Any:
-        props: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self.cfg.precision}
-        if self.cfg.device == "CPU":
-            props |= {"INFERENCE_NUM_THREADS": self.cfg.threads, "NUM_STREAMS": 1}
-        if profile:
-            props["PERF_COUNT"] = True
-        return self.core.compile_model(model, self.cfg.device, props)
-
-    def _precision(self, compiled: Any) -> str:
-        try:
-            return str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
-        except (RuntimeError, AttributeError):
-            return self.cfg.precision
 
     def set_baseline(self, onnx_bytes: bytes) -> None:
         """Compile the baseline once; every benchmark interleaves against it."""
         self._input = None
-        model = self._read(onnx_bytes)
-        self._baseline = self._compile(model)
-        shape = tuple(self._baseline.input(0).shape)
-        self._input = np.random.default_rng(self.cfg.seed).standard_normal(shape).astype(np.float32)
-        self.baseline_layers = tuple(
-            profile_layers(self._compile(model, profile=True), {0: self._input}, self.cfg.profile_inferences)
-        )
+        model = self._load(onnx_bytes)
+        if model["input_shape"] is None:
+            raise ModelError("the baseline's input shape is not static")
+        rng = np.random.default_rng(self.cfg.seed)
+        self._input = rng.standard_normal(model["input_shape"]).astype(np.float32)
+        rows = self.engine.set_baseline(model["handle"], self._input, self.cfg.profile_inferences)
+        self.baseline_layers = _layers(rows)
         self._latency_cache.clear()
 
     def set_eval_data(self, x: np.ndarray, y: np.ndarray) -> None:
         """The validation images (N, C, H, W) float32 and labels (N,) for ``evaluate``."""
-        self._eval = (np.ascontiguousarray(x, dtype=np.float32), np.asarray(y))
+        self.engine.set_eval(np.ascontiguousarray(x, dtype=np.float32))
+        self._image_shape = tuple(x.shape[1:])
+        self._labels = np.asarray(y)
+        self._accuracy_cache.clear()
 
     def benchmark(self, onnx_bytes: bytes) -> LatencyResult:
         """Interleave the candidate against the baseline; identical architectures are measured once."""
-        if self._baseline is None or self._input is None:
+        if self._input is None:
             raise RuntimeError("set_baseline() must be called before benchmark()")
         start = time.perf_counter()
-        model = self._read(onnx_bytes)  # first: a corrupt file fails here, clearly
-        key = structure_hash(onnx_bytes)
-        if self.cfg.cache and key in self._latency_cache:
-            self.stats["cache_hits"] += 1
-            return replace(self._latency_cache[key], cached=True)
-        compiled = self._compile(model)
-        compile_s = time.perf_counter() - start
-        import openvino as ov
-
-        a, b = compiled.create_infer_request(), self._baseline.create_infer_request()
-        feed = {0: self._input}
-        for req in (a, b):
-            # Bound once: passing the input to every infer() call adds ~30 us of
-            # Python-side copying per inference, a tenth of a small model's latency.
-            req.set_input_tensor(ov.Tensor(self._input))
-        s = interleave(a.infer, b.infer, self.cfg.timing)
+        model = self._load(onnx_bytes)  # first: a corrupt file fails here, clearly
+        try:
+            key = structure_hash(onnx_bytes)
+            if self.cfg.cache and key in self._latency_cache:
+                self.stats["cache_hits"] += 1
+                return replace(self._latency_cache[key], cached=True)
+            m = self.engine.measure(model["handle"], asdict(self.cfg.timing), self.cfg.profile_inferences)
+        finally:
+            self.engine.release(model["handle"])
+        s = ABSamples(**{k: m[k] for k in ABSamples.__dataclass_fields__})
         lo, hi = s.speedup_ci()
         p50 = float(np.percentile(s.a_ms, 50))
         result = LatencyResult(
@@ -219,12 +194,12 @@ class DeviceRunner:
             rounds=s.rounds,
             converged=s.converged,
             device=self.cfg.device,
-            precision=self._precision(compiled),
+            precision=m["precision"],
             threads=self.cfg.threads,
-            compile_s=compile_s,
+            compile_s=m["compile_s"],
             first_inference_ms=s.first_a_ms,
-            ov_macs=openvino_macs(model),
-            layers=tuple(profile_layers(self._compile(model, profile=True), feed, self.cfg.profile_inferences)),
+            ov_macs=model["macs"],
+            layers=_layers(m["layers"]),
         )
         self._latency_cache[key] = result
         self.stats["benchmarks"] += 1
@@ -233,23 +208,29 @@ class DeviceRunner:
 
     def evaluate(self, onnx_bytes: bytes) -> DeviceAccuracy:
         """Top-1/top-5 of the compiled model on the validation images, one image at a time."""
-        if self._eval is None:
+        if self._labels is None:
             raise RuntimeError("set_eval_data() must be called before evaluate()")
         key = content_hash(onnx_bytes)
         if key in self._accuracy_cache:
             self.stats["cache_hits"] += 1
             return self._accuracy_cache[key]
         start = time.perf_counter()
-        req = self._compile(self._read(onnx_bytes)).create_infer_request()
-        x, y = self._eval
-        top1 = top5 = 0
-        for i in range(len(x)):
-            logits = req.infer({0: x[i : i + 1]})[0][0]  # (classes,)
-            ranked = np.argsort(-logits)[:5]
-            top1 += int(ranked[0] == y[i])
-            top5 += int(y[i] in ranked)
-        acc = DeviceAccuracy(100.0 * top1 / len(x), 100.0 * top5 / len(x), len(x))
+        model = self._load(onnx_bytes)
+        try:
+            logits = self.engine.predict(model["handle"])  # (N, classes)
+        finally:
+            self.engine.release(model["handle"])
+        y = self._labels
+        top5 = np.argsort(-logits, axis=1)[:, :5]
+        acc = DeviceAccuracy(
+            100.0 * float(np.mean(top5[:, 0] == y)), 100.0 * float(np.mean((top5 == y[:, None]).any(1))), len(y)
+        )
         self._accuracy_cache[key] = acc
         self.stats["evaluations"] += 1
         self.stats["busy_s"] += time.perf_counter() - start
         return acc
+
+    def close(self) -> None:
+        """Stop the device server, if the runtime runs in one."""
+        if isinstance(self.engine, RemoteEngine):
+            self.engine.close()

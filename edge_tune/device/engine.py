@@ -1,0 +1,351 @@
+"""OpenVINO runtimes behind one small interface, in this process or in another interpreter.
+
+``Engine`` is the plug point between ``DeviceRunner`` (caching, statistics,
+results) and a runtime. It loads a model and hands back a handle, sets the
+baseline, times a model against the baseline, profiles it, and predicts the
+validation images. Two engines drive OpenVINO directly:
+
+- ``OpenVINOEngine``: API 2.0 (``openvino.Core``), OpenVINO 2022.1 and later;
+- ``LegacyEngine``: the Inference Engine API of OpenVINO 2021.4, whose wheels
+  (Python 3.6-3.9) are the last to carry the Neural Compute Stick 2's
+  ``MYRIAD`` plugin.
+
+``device.remote.RemoteEngine`` forwards the same calls, over the protocol in
+``device.protocol``, to one of these running under another Python. That is
+why this module, ``timing`` and ``profile`` import only the standard library,
+numpy and openvino, and keep to Python 3.8 syntax: the other interpreter may
+be an old one without torch or edge_tune installed.
+
+Every value crossing the interface is plain data (dicts, lists, numbers,
+strings, bytes, numpy arrays), so the remote engine is the same contract.
+
+>>> engine = open_engine("CPU", "f32", threads=1)  # doctest: +SKIP
+>>> model = engine.load(onnx_bytes)  # {"handle": 1, "input_shape": [1, 1, 32, 32], "macs": 40544768}
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edge_tune.device.profile import LayerTiming, layers_from_counters, profile_layers
+from edge_tune.device.timing import TimingPlan, interleave
+
+__all__ = ["Engine", "LegacyEngine", "ModelError", "OpenVINOEngine", "open_engine"]
+
+
+class ModelError(ValueError):
+    """The ONNX model cannot be run here: corrupt, not ONNX, or the wrong input shape."""
+
+
+def _clean(exc: BaseException) -> str:
+    """OpenVINO's message without its C++ source locations."""
+    return " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip() and "src/" not in ln)[:300]
+
+
+class Engine:
+    """One OpenVINO device, as seen through one runtime API.
+
+    Subclasses implement the runtime primitives (``_read`` ... ``_profile``);
+    the flow around them (handles, interleaved timing, prediction) is here.
+    """
+
+    api = ""
+
+    def __init__(self, device: str, precision: str, threads: int) -> None:
+        self.device = device  # an OpenVINO device name: CPU, GPU, NPU, MYRIAD, AUTO:...
+        self.precision = precision  # f32 | f16 | bf16
+        self.threads = threads  # CPU inference threads
+        self._models: dict[int, Any] = {}
+        self._next = 0
+        self._baseline: Any = None
+        self._input: np.ndarray | None = None  # (1, C, H, W) float32, the timed input
+        self._eval: np.ndarray | None = None  # (N, C, H, W) float32, the validation images
+
+    # -- the interface -------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """Runtime version, API, Python version, available devices and the device's full name."""
+        return {
+            "runtime": self._version(),
+            "api": self.api,
+            "python": platform.python_version(),
+            "devices": self._devices(),
+            "device_name": self._full_name(),
+        }
+
+    def load(self, onnx_bytes: bytes) -> dict[str, Any]:
+        """Read a model: its handle, static input shape (or None) and conv+FC MACs of one image."""
+        try:
+            model = self._read(onnx_bytes)
+        except Exception as exc:  # each runtime raises RuntimeError subclasses of its own
+            raise ModelError("the device cannot read this model as ONNX: " + _clean(exc)) from None
+        self._next += 1
+        self._models[self._next] = model
+        return {"handle": self._next, "input_shape": self._input_shape(model), "macs": self._macs(model)}
+
+    def release(self, handle: int) -> None:
+        self._models.pop(handle, None)
+
+    def set_baseline(self, handle: int, x: np.ndarray, profile_inferences: int) -> list[dict[str, Any]]:
+        """Compile the baseline that ``measure`` interleaves against; returns its per-layer profile."""
+        model = self._models[handle]
+        self._baseline = self._compile(model, profile=False)
+        self._input = np.ascontiguousarray(x, dtype=np.float32)
+        return [asdict(lt) for lt in self._profile(self._compile(model, profile=True), profile_inferences)]
+
+    def measure(self, handle: int, plan: dict[str, Any], profile_inferences: int) -> dict[str, Any]:
+        """Interleave the model against the baseline (``timing.interleave``), then profile it."""
+        if self._baseline is None:
+            raise RuntimeError("set_baseline must come before measure")
+        model = self._models[handle]
+        start = time.perf_counter()
+        compiled = self._compile(model, profile=False)
+        compile_s = time.perf_counter() - start
+        samples = interleave(self._runner(compiled), self._runner(self._baseline), TimingPlan(**plan))
+        out = asdict(samples)
+        out.update(
+            compile_s=compile_s,
+            precision=self._precision(compiled),
+            layers=[asdict(lt) for lt in self._profile(self._compile(model, profile=True), profile_inferences)],
+        )
+        return out
+
+    def set_eval(self, images: np.ndarray) -> None:
+        """The validation images (N, C, H, W) that ``predict`` classifies."""
+        self._eval = np.ascontiguousarray(images, dtype=np.float32)
+
+    def predict(self, handle: int) -> np.ndarray:
+        """Logits (N, classes) of the compiled model, one image at a time (batch 1, as deployed)."""
+        if self._eval is None:
+            raise RuntimeError("set_eval must come before predict")
+        infer = self._classifier(self._compile(self._models[handle], profile=False))
+        return np.stack([infer(self._eval[i : i + 1]) for i in range(len(self._eval))])
+
+    def _devices(self) -> list[str]:
+        return list(self.core.available_devices)
+
+    def _full_name(self) -> str:
+        if self.device not in self.core.available_devices:
+            return self.device  # AUTO:..., MULTI:...: no one device to name
+        return str(self._device_property("FULL_DEVICE_NAME"))
+
+    # -- runtime primitives --------------------------------------------------------------------
+    core: Any  # the runtime's Core (API 2.0) or IECore (2021.4)
+
+    def _version(self) -> str:
+        raise NotImplementedError
+
+    def _device_property(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def _read(self, onnx_bytes: bytes) -> Any:
+        raise NotImplementedError
+
+    def _input_shape(self, model: Any) -> list[int] | None:
+        raise NotImplementedError
+
+    def _macs(self, model: Any) -> int:
+        raise NotImplementedError
+
+    def _compile(self, model: Any, profile: bool) -> Any:
+        raise NotImplementedError
+
+    def _runner(self, compiled: Any) -> Callable[[], object]:
+        """A callable running one inference on ``self._input``, bound once."""
+        raise NotImplementedError
+
+    def _classifier(self, compiled: Any) -> Callable[[np.ndarray], np.ndarray]:
+        """A callable from one image (1, C, H, W) to its logits (classes,)."""
+        raise NotImplementedError
+
+    def _precision(self, compiled: Any) -> str:
+        raise NotImplementedError
+
+    def _profile(self, compiled: Any, inferences: int) -> list[LayerTiming]:
+        raise NotImplementedError
+
+
+def count_macs(ops: Any, attributes: Callable[[Any], dict[str, Any]]) -> int:
+    """Conv and fully-connected MACs of one image over an OpenVINO/nGraph op list."""
+    total = 0
+    for op in ops:
+        kind = op.get_type_name()
+        if kind in ("Convolution", "GroupConvolution"):
+            out = list(op.get_output_partial_shape(0).to_shape())  # (N, C_out, H, W)
+            w = list(op.input(1).get_partial_shape().to_shape())  # (C_out, C_in, kh, kw) or grouped (G, ...)
+            total += int(np.prod(out[1:])) * int(np.prod(w[-3:]))
+        elif kind == "MatMul":
+            out = list(op.get_output_partial_shape(0).to_shape())  # (N, features)
+            a = list(op.input(0).get_partial_shape().to_shape())
+            k = a[-2] if attributes(op).get("transpose_a") else a[-1]
+            total += int(np.prod(out[1:])) * int(k)
+    return total
+
+
+class OpenVINOEngine(Engine):
+    """OpenVINO 2022.1 and later (API 2.0)."""
+
+    api = "2.0"
+
+    def __init__(self, device: str, precision: str, threads: int) -> None:
+        super().__init__(device, precision, threads)
+        import openvino
+
+        if not hasattr(openvino, "Core"):  # 2022.x keeps API 2.0 in openvino.runtime
+            import openvino.runtime as openvino  # type: ignore[no-redef]
+        self._ov = openvino
+        self.core = self._ov.Core()
+
+    def _version(self) -> str:
+        return str(self._ov.get_version())
+
+    def _device_property(self, name: str) -> Any:
+        return self.core.get_property(self.device, name)
+
+    def _read(self, onnx_bytes: bytes) -> Any:
+        return self.core.read_model(onnx_bytes)
+
+    def _input_shape(self, model: Any) -> list[int] | None:
+        shape = model.input(0).get_partial_shape()
+        return [int(d) for d in shape.to_shape()] if shape.is_static else None
+
+    def _macs(self, model: Any) -> int:
+        return count_macs(model.get_ordered_ops(), lambda op: op.get_attributes())
+
+    def _compile(self, model: Any, profile: bool) -> Any:
+        props: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self.precision}
+        if self.device == "CPU":
+            props.update({"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1})
+        if profile:
+            props["PERF_COUNT"] = True
+        return self.core.compile_model(model, self.device, props)
+
+    def _runner(self, compiled: Any) -> Callable[[], object]:
+        req = compiled.create_infer_request()
+        # Bound once: passing the input to every infer() call adds ~30 us of
+        # Python-side copying per inference, a tenth of a small model's latency.
+        req.set_input_tensor(self._ov.Tensor(self._input))
+        return req.infer
+
+    def _classifier(self, compiled: Any) -> Callable[[np.ndarray], np.ndarray]:
+        req = compiled.create_infer_request()
+        return lambda x: np.array(req.infer({0: x})[0][0])
+
+    def _precision(self, compiled: Any) -> str:
+        try:
+            return str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+        except (RuntimeError, AttributeError):
+            return self.precision
+
+    def _profile(self, compiled: Any, inferences: int) -> list[LayerTiming]:
+        return profile_layers(compiled, {0: self._input}, inferences)
+
+
+class LegacyEngine(Engine):
+    """OpenVINO 2021.4 (Inference Engine API): the last runtime with the ``MYRIAD`` plugin."""
+
+    api = "ie"
+    _PRECISION: ClassVar[dict[str, str]] = {"FP32": "f32", "FP16": "f16", "BF16": "bf16", "I8": "i8", "U8": "u8"}
+
+    def __init__(self, device: str, precision: str, threads: int) -> None:
+        super().__init__(device, precision, threads)
+        import ngraph
+        from openvino import inference_engine
+
+        self._ng = ngraph
+        self._ie = inference_engine
+        self.core = inference_engine.IECore()
+
+    def _version(self) -> str:
+        return str(self._ie.get_version())
+
+    def _device_property(self, name: str) -> Any:
+        return self.core.get_metric(self.device, name)
+
+    def _read(self, onnx_bytes: bytes) -> Any:
+        return self.core.read_network(model=onnx_bytes, weights=b"", init_from_buffer=True)
+
+    def _input_shape(self, model: Any) -> list[int] | None:
+        return [int(d) for d in next(iter(model.input_info.values())).input_data.shape]
+
+    def _macs(self, model: Any) -> int:
+        return count_macs(self._ng.function_from_cnn(model).get_ordered_ops(), lambda op: op._get_attributes())
+
+    def _compile(self, model: Any, profile: bool) -> Any:
+        config = {"PERF_COUNT": "YES" if profile else "NO"}
+        if self.device == "CPU":
+            # 2021.4 runs bf16 by default where the CPU has it; f32 must be asked for.
+            config.update(
+                CPU_THREADS_NUM=str(self.threads),
+                CPU_THROUGHPUT_STREAMS="1",
+                ENFORCE_BF16="YES" if self.precision == "bf16" else "NO",
+            )
+        return self.core.load_network(model, self.device, config=config, num_requests=1)
+
+    def _runner(self, compiled: Any) -> Callable[[], object]:
+        req = compiled.requests[0]
+        next(iter(req.input_blobs.values())).buffer[:] = self._input
+
+        def infer(_keep: Any = compiled) -> object:  # holds the network: see _classifier
+            return req.infer()
+
+        return infer
+
+    def _classifier(self, compiled: Any) -> Callable[[np.ndarray], np.ndarray]:
+        req = compiled.requests[0]
+        blob = next(iter(req.input_blobs.values()))
+        out = next(iter(req.output_blobs))
+
+        def infer(x: np.ndarray, _keep: Any = compiled) -> np.ndarray:
+            # _keep: a 2021.4 request fails (NOT_IMPLEMENTED) once its network is collected.
+            blob.buffer[:] = x
+            req.infer()
+            return np.array(req.output_blobs[out].buffer[0])
+
+        return infer
+
+    def _runtime_ops(self, compiled: Any) -> list[Any]:
+        return list(self._ng.function_from_cnn(compiled.get_exec_graph_info()).get_ordered_ops())
+
+    def _precision(self, compiled: Any) -> str:
+        kinds = Counter(
+            str(op.get_rt_info()["runtimePrecision"])
+            for op in self._runtime_ops(compiled)
+            if str(op.get_rt_info()["layerType"]) == "Convolution"
+        )
+        top = kinds.most_common(1)[0][0] if kinds else ""
+        return self._PRECISION.get(top, top.lower() or self.precision)
+
+    def _profile(self, compiled: Any, inferences: int) -> list[LayerTiming]:
+        req = compiled.requests[0]
+        next(iter(req.input_blobs.values())).buffer[:] = self._input
+        times: dict[str, list[float]] = {}
+        meta: dict[str, Any] = {}
+        for _ in range(inferences):
+            req.infer()
+            for node, c in req.get_perf_counts().items():
+                if c["status"] == "EXECUTED":
+                    times.setdefault(node, []).append(c["real_time"] / 1e3)  # us -> ms
+                    meta[node] = (c["layer_type"], c["exec_type"])
+        fused = {
+            op.get_friendly_name(): [n for n in str(op.get_rt_info()["originalLayersNames"]).split(",") if n]
+            for op in self._runtime_ops(compiled)
+        }
+        return layers_from_counters(times, meta, fused)
+
+
+def open_engine(device: str, precision: str, threads: int) -> Engine:
+    """The engine for the OpenVINO installed in this interpreter."""
+    if importlib.util.find_spec("openvino") is None:
+        raise ImportError("openvino is not installed in this interpreter (pip install openvino)")
+    try:
+        return OpenVINOEngine(device, precision, threads)
+    except ImportError:  # no API 2.0: OpenVINO 2021.4
+        return LegacyEngine(device, precision, threads)
