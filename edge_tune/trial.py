@@ -22,7 +22,7 @@ from edge_tune.compression import apply_pruners, parse_schedule
 from edge_tune.compression.lr import ScheduledLR
 from edge_tune.data import load_dataset
 from edge_tune.device import LatencyResult, get_device
-from edge_tune.export import ExportMismatch, to_onnx, verify_export
+from edge_tune.export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
 from edge_tune.objective import Objective
 from edge_tune.report import write_layers
 from edge_tune.space import SearchSpace
@@ -91,6 +91,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     latency = ray.get(latency_ref if latency_ref is not None else device.benchmark.remote(final_onnx))
     if latency.ov_macs != pruned.macs_after:  # O0: the device runs the network we pruned
         raise ExportMismatch(f"OpenVINO counts {latency.ov_macs:,} MACs, PyTorch {pruned.macs_after:,}")
+    if list(latency.ov_conv_shapes) != conv_shapes_torch(model):
+        raise ExportMismatch(f"OpenVINO's convolutions {latency.ov_conv_shapes} are not PyTorch's")
     top1 = min(acc.top1, on_device.top1)
     metrics = {
         "epoch": cfg.epochs,

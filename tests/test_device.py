@@ -13,7 +13,7 @@ from torch import nn
 from edge_tune.compression import PrunerSpec, apply_pruners, count_macs_params
 from edge_tune.device import DeviceConfig, DeviceRunner, ModelError, TimingPlan, interleave, median_ci, module_name
 from edge_tune.errors import UserError
-from edge_tune.export import to_onnx
+from edge_tune.export import conv_shapes_torch, to_onnx
 from edge_tune.train import evaluate
 
 FAST = DeviceConfig(
@@ -87,11 +87,13 @@ def test_baseline_against_itself(runner, resnet20, example):
     assert result.compile_s > 0 and result.first_inference_ms > 0
 
 
-def test_openvino_counts_the_same_macs_as_pytorch(runner, resnet20, example):
+def test_openvino_sees_the_pruned_network(runner, resnet20, example):
     spec = PrunerSpec("p", "L1RankedStructureParameterPruner", "Filters", 0.5, (r"layer\d\.\d\.conv1",))
     apply_pruners(resnet20, [spec], example)
     result = runner.benchmark(to_onnx(resnet20, example))
     assert result.ov_macs == count_macs_params(resnet20, example)[0]
+    assert list(result.ov_conv_shapes) == conv_shapes_torch(resnet20)  # each convolution, as OpenVINO reads it
+    assert (8, 16, 3, 3) in result.ov_conv_shapes  # a pruned one: half of layer1's 16 filters
 
 
 def test_per_layer_profile_names_pytorch_modules(runner, resnet20, example):

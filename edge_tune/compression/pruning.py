@@ -46,7 +46,7 @@ def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int
 
     MACs are the multiply-accumulates of convolutions and fully-connected
     layers, the usual definition; OpenVINO's graph is counted the same way
-    (``device.engine.count_macs``) so the two can be required to agree.
+    (``device.engine.inspect_graph``) so the two can be required to agree.
     """
     macs = 0
 

@@ -20,7 +20,7 @@ Every value crossing the interface is plain data (dicts, lists, numbers,
 strings, bytes, numpy arrays), so the remote engine is the same contract.
 
 >>> engine = open_engine("CPU", "f32", threads=1)  # doctest: +SKIP
->>> model = engine.load(onnx_bytes)  # {"handle": 1, "input_shape": [1, 1, 32, 32], "macs": 40544768}
+>>> engine.load(onnx_bytes)  # {"handle": 1, "input_shape": [1, 1, 32, 32], "macs": 40518272, "conv_shapes": [...]}
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class Engine:
             raise ModelError("the device cannot read this model as ONNX: " + _clean(exc)) from None
         self._next += 1
         self._models[self._next] = model
-        return {"handle": self._next, "input_shape": self._input_shape(model), "macs": self._macs(model)}
+        return {"handle": self._next, "input_shape": self._input_shape(model), **self._graph(model)}
 
     def release(self, handle: int) -> None:
         self._models.pop(handle, None)
@@ -151,7 +151,8 @@ class Engine:
     def _input_shape(self, model: Any) -> list[int] | None:
         raise NotImplementedError
 
-    def _macs(self, model: Any) -> int:
+    def _graph(self, model: Any) -> dict[str, Any]:
+        """``inspect_graph`` of the model's ops."""
         raise NotImplementedError
 
     def _compile(self, model: Any, profile: bool) -> Any:
@@ -172,21 +173,29 @@ class Engine:
         raise NotImplementedError
 
 
-def count_macs(ops: Any, attributes: Callable[[Any], dict[str, Any]]) -> int:
-    """Conv and fully-connected MACs of one image over an OpenVINO/nGraph op list."""
-    total = 0
+def inspect_graph(ops: Any, attributes: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """What the runtime's own graph says the network is (O0).
+
+    ``macs``: conv and fully-connected MACs of one image; ``conv_shapes``: every
+    convolution's weight as (out, in/groups, kh, kw), sorted, as
+    ``export.conv_shapes_torch`` lists PyTorch's.
+    """
+    total, shapes = 0, []
     for op in ops:
         kind = op.get_type_name()
         if kind in ("Convolution", "GroupConvolution"):
             out = list(op.get_output_partial_shape(0).to_shape())  # (N, C_out, H, W)
-            w = list(op.input(1).get_partial_shape().to_shape())  # (C_out, C_in, kh, kw) or grouped (G, ...)
+            w = list(
+                op.input(1).get_partial_shape().to_shape()
+            )  # (C_out, C_in, kh, kw) or (G, C_out/G, C_in/G, kh, kw)
             total += int(np.prod(out[1:])) * int(np.prod(w[-3:]))
+            shapes.append([int(np.prod(w[:-3])), *(int(d) for d in w[-3:])])
         elif kind == "MatMul":
             out = list(op.get_output_partial_shape(0).to_shape())  # (N, features)
             a = list(op.input(0).get_partial_shape().to_shape())
             k = a[-2] if attributes(op).get("transpose_a") else a[-1]
             total += int(np.prod(out[1:])) * int(k)
-    return total
+    return {"macs": total, "conv_shapes": sorted(shapes)}
 
 
 class OpenVINOEngine(Engine):
@@ -216,8 +225,8 @@ class OpenVINOEngine(Engine):
         shape = model.input(0).get_partial_shape()
         return [int(d) for d in shape.to_shape()] if shape.is_static else None
 
-    def _macs(self, model: Any) -> int:
-        return count_macs(model.get_ordered_ops(), lambda op: op.get_attributes())
+    def _graph(self, model: Any) -> dict[str, Any]:
+        return inspect_graph(model.get_ordered_ops(), lambda op: op.get_attributes())
 
     def _compile(self, model: Any, profile: bool) -> Any:
         props: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self.precision}
@@ -275,8 +284,8 @@ class LegacyEngine(Engine):
     def _input_shape(self, model: Any) -> list[int] | None:
         return [int(d) for d in next(iter(model.input_info.values())).input_data.shape]
 
-    def _macs(self, model: Any) -> int:
-        return count_macs(self._ng.function_from_cnn(model).get_ordered_ops(), lambda op: op._get_attributes())
+    def _graph(self, model: Any) -> dict[str, Any]:
+        return inspect_graph(self._ng.function_from_cnn(model).get_ordered_ops(), lambda op: op._get_attributes())
 
     def _compile(self, model: Any, profile: bool) -> Any:
         config = {"PERF_COUNT": "YES" if profile else "NO"}

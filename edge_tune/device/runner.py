@@ -61,6 +61,7 @@ class LatencyResult:
     compile_s: float  # compile of the candidate on the device
     first_inference_ms: float  # the candidate's first (cold) inference
     ov_macs: int  # conv + fully-connected MACs counted on OpenVINO's graph (O0)
+    ov_conv_shapes: tuple[tuple[int, ...], ...]  # OpenVINO's convolutions, (out, in/groups, kh, kw), sorted (O0)
     layers: tuple[LayerTiming, ...] = ()  # per-layer profile of the candidate (O4)
     cached: bool = False  # an identical architecture was measured before
 
@@ -199,6 +200,7 @@ class DeviceRunner:
             compile_s=m["compile_s"],
             first_inference_ms=s.first_a_ms,
             ov_macs=model["macs"],
+            ov_conv_shapes=tuple(tuple(c) for c in model["conv_shapes"]),
             layers=_layers(m["layers"]),
         )
         self._latency_cache[key] = result
