@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from edge_tune.compression import apply_pruners, count_macs_params, parse_schedule
+from edge_tune.compression import apply_pruners, check_schedule_fits, count_macs_params, parse_schedule
 from edge_tune.data import Dataset, load_dataset
 from edge_tune.device import DeviceConfig, start_device
 from edge_tune.errors import UserError
@@ -37,6 +37,9 @@ EXIT_OK, EXIT_NO_FEASIBLE = 0, 3
 @dataclass
 class ExperimentConfig:
     space: SearchSpace
+    model: str = ""  # zoo name or package.module:function; "" = the space file's
+    dataset: str = ""  # digits | cifar10 | cifar100 | imagefolder; "" = the space file's
+    data_dir: Path | None = None  # where cifar10/cifar100/imagefolder live (--data-dir)
     accuracy_threshold: str = "-1.0"  # "97.5" = top-1 >= 97.5%; "-1.0" = at most 1 point below baseline
     accuracy_weight: float = 1.0  # score per 100 accuracy points beside ln(speedup)
     num_samples: int = 16  # trials
@@ -60,12 +63,13 @@ def _log(msg: str) -> None:
     print(f"[edge_tune] {msg}", flush=True)
 
 
-def dry_run_schedule(space: SearchSpace, data: Dataset, model: torch.nn.Module) -> None:
-    """Render the schedule at the space's midpoint and prune a throwaway copy, so that
-    weight names and groups that cannot be pruned are reported before any trial runs."""
+def dry_run_schedule(space: SearchSpace, data: Dataset, model: torch.nn.Module, epochs: int) -> None:
+    """Render the schedule at the space's midpoint and run every pruner on a throwaway copy, so that
+    weight names, groups that cannot be pruned and policies beyond fine-tuning are reported before any trial."""
     schedule = parse_schedule(space.render(space.midpoint())[0])
     try:
-        apply_pruners(copy.deepcopy(model), schedule.one_shot_pruners(), torch.zeros(1, *data.input_shape))
+        check_schedule_fits(schedule, epochs)
+        apply_pruners(copy.deepcopy(model), list(schedule.pruners.values()), torch.zeros(1, *data.input_shape))
     except ValueError as exc:
         raise UserError(f"{space.path}: {exc}") from exc
 
@@ -122,17 +126,20 @@ def _progress_callback(total: int) -> Any:
 
 def run_experiment(cfg: ExperimentConfig) -> int:
     space = cfg.space
-    data = load_dataset(space.dataset)
+    model_name = cfg.model or space.model
+    data = load_dataset(cfg.dataset or space.dataset, cfg.data_dir)
     threshold_spec = parse_threshold(cfg.accuracy_threshold)
     finetune = replace(cfg.finetune, seed=cfg.seed)
     from edge_tune.models import create_model
 
-    dry_run_schedule(space, data, create_model(space.model, num_classes=data.num_classes, in_channels=data.in_channels))
+    epochs = int({**space.finetune, **cfg.finetune_overrides}.get("epochs", finetune.epochs))
+    model = create_model(model_name, num_classes=data.num_classes, in_channels=data.in_channels)
+    dry_run_schedule(space, data, model, epochs)
     started = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
-    baseline = load_or_train_baseline(space.model, data, replace(cfg.baseline, seed=cfg.seed), cfg.cache_dir, _log)
+    baseline = load_or_train_baseline(model_name, data, replace(cfg.baseline, seed=cfg.seed), cfg.cache_dir, _log)
     _log(
-        f"baseline {space.model} on {data.name}: top1 {baseline.accuracy.top1:.2f}% "
+        f"baseline {model_name} on {data.name}: top1 {baseline.accuracy.top1:.2f}% "
         f"({'cached' if baseline.cached else f'trained in {baseline.train_seconds:.0f}s'})"
     )
     threshold = threshold_spec.resolve(baseline.accuracy.top1)
@@ -171,6 +178,7 @@ def _search(
         space,
         baseline,
         data.name,
+        cfg.data_dir,
         finetune,
         cfg.finetune_overrides,
         objective,
@@ -192,7 +200,7 @@ def _search(
     rows = rows_from_results(results)
     experiment = {
         "space": space.name,
-        "model": space.model,
+        "model": baseline.model_name,
         "dataset": data.name,
         "threshold_top1": objective.threshold,
         "accuracy_weight": objective.accuracy_weight,

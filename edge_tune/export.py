@@ -93,6 +93,11 @@ def structure_hash(onnx_bytes: bytes) -> str:
     shapes = {t.name: list(t.dims) for t in graph.initializer}
     h = hashlib.sha256()
     for node in graph.node:  # topological order; tensor names play no part
+        if node.op_type == "Identity" and node.input[0] in shapes:
+            # The exporter aliases equal constants (zero biases, say) through Identity
+            # nodes; which ones depends on the values, so they are not structure.
+            shapes[node.output[0]] = shapes[node.input[0]]
+            continue
         attrs = sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in node.attribute if a.name != "value")
         inputs = [shapes.get(i, "x") for i in node.input]
         h.update(f"{node.op_type}{attrs}{inputs}".encode())

@@ -51,6 +51,7 @@ DETAIL_COLUMNS = (
     "top5_device",
     "device_gap_flag",
     "params",
+    "zeros",
     "macs_ratio",
     "ov_macs",
     "precision",

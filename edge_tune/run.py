@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--searcher", default="bayesopt", choices=["bayesopt", "random"])
     p.add_argument("--initial-points", type=int, default=None, help="random trials before BO (default 4)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="", help="zoo model or package.module:function (default: the space file's)")
+    p.add_argument("--dataset", default="", help="digits, cifar10, cifar100 or imagefolder (default: the space file's)")
+    p.add_argument("--data-dir", type=Path, default=None, help="folder of the dataset's files (CIFAR, image folder)")
     p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO:... (default CPU)")
     p.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"], help="OpenVINO inference precision")
     p.add_argument("--device-threads", type=int, default=1, help="CPU threads (and Ray CPUs) of the device actor")
@@ -80,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help="2 trials of 1 fine-tune epoch on a 4-epoch baseline: a quick end-to-end try",
+        help="2 trials of 1 fine-tune epoch (or as few as the schedule needs) on a 4-epoch baseline: a quick try",
     )
     return p
 
@@ -106,7 +109,15 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     space = find_space(args.space)
     cfg = ExperimentConfig(space=space)
     search = space.search
-    smoke = SMOKE if args.smoke else {}
+    smoke = dict(SMOKE) if args.smoke else {}
+    if smoke:  # one epoch, or as few as the schedule's last pruning step needs
+        from edge_tune.compression import parse_schedule
+
+        try:
+            last = parse_schedule(space.render(space.midpoint())[0]).last_epoch()
+        except ValueError as exc:
+            raise UserError(f"{space.path}: {exc}") from exc
+        smoke["epochs"] = max(smoke["epochs"], last + 1)
     cfg.num_samples = args.num_samples or smoke.get("num_samples") or search.get("num_samples", cfg.num_samples)
     cfg.max_concurrent = args.max_concurrent or search.get("max_concurrent", 0)
     cfg.initial_points = (
@@ -120,6 +131,8 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.accuracy_threshold = args.accuracy_threshold if args.accuracy_threshold is not None else "-1.0"
     cfg.accuracy_weight = args.accuracy_weight if args.accuracy_weight is not None else cfg.accuracy_weight
     cfg.searcher, cfg.seed, cfg.address, cfg.name = args.searcher, args.seed, args.address, args.name
+    cfg.model, cfg.dataset = args.model, args.dataset
+    cfg.data_dir = args.data_dir.resolve() if args.data_dir else None  # trials run in other folders
     timing = TimingPlan(target_ci=args.target_ci / 100, time_cap_s=args.time_cap)
     if args.device_python and not (args.address or os.environ.get("RAY_ADDRESS")):
         _interpreter(args.device_python)  # on a cluster it lives on the edge host, not here

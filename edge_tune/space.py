@@ -64,6 +64,12 @@ class Param:
             return (int(self.low), int(self.high), int)
         return list(self.values)
 
+    def corner(self, side: str) -> Any:
+        if self.type == "choice":
+            return self.values[0 if side == "low" else -1]
+        value = self.low if side == "low" else self.high
+        return int(value) if self.type == "int" else value
+
     def midpoint(self) -> Any:
         if self.type == "float":
             return (self.low + self.high) / 2
@@ -96,6 +102,10 @@ class SearchSpace:
 
     def bo_bounds(self) -> dict[str, Any]:
         return {name: p.bo_bounds() for name, p in self.params.items()}
+
+    def corner(self, side: str) -> dict[str, Any]:
+        """Every parameter at its ``low`` or ``high`` end (a choice at its first or last value)."""
+        return {n: p.corner(side) for n, p in self.params.items()}
 
     def midpoint(self) -> dict[str, Any]:
         return {name: p.midpoint() for name, p in self.params.items()}
@@ -211,7 +221,8 @@ def load_space(path: Path, name: str | None = None) -> SearchSpace:
         space = _parse(name or path.stem, path, doc)
         from edge_tune.compression import parse_schedule
 
-        parse_schedule(space.render(space.midpoint())[0])  # schedule errors now, not in a trial
+        for corner in (space.midpoint(), space.corner("low"), space.corner("high")):
+            parse_schedule(space.render(corner)[0])  # schedule errors now, not in a trial
     except ValueError as exc:
         raise UserError(f"{path}: {exc}") from exc
     return space

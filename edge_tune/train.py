@@ -100,21 +100,22 @@ def fine_tune(
     data: Dataset,
     cfg: TrainConfig,
     *,
-    on_epoch_start: Callable[[int, torch.optim.Optimizer], None] | None = None,
+    on_epoch_start: Callable[[int, torch.optim.Optimizer], torch.optim.Optimizer | None] | None = None,
     on_epoch_end: EpochHook | None = None,
 ) -> Accuracy:
     """Train ``model`` in place for ``cfg.epochs``; returns the final validation accuracy.
 
     ``on_epoch_start(epoch, optimizer)`` is where a compression schedule acts
-    (pruning steps, learning-rate changes); ``on_epoch_end`` sees the epoch's
+    (pruning steps, learning-rate changes); it returns a new optimizer when
+    thinning replaced the model's parameters. ``on_epoch_end`` sees the epoch's
     loss and validation accuracy (for reporting to Ray Tune).
     """
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = make_optimizer(model, cfg)
+    opt: torch.optim.Optimizer = make_optimizer(model, cfg)
     acc = evaluate(model, data.x_val, data.y_val)
     for epoch in range(cfg.epochs):
         if on_epoch_start is not None:
-            on_epoch_start(epoch, opt)
+            opt = on_epoch_start(epoch, opt) or opt
         loss = train_epoch(model, opt, data, cfg, gen)
         acc = evaluate(model, data.x_val, data.y_val)
         if on_epoch_end is not None:
@@ -138,9 +139,19 @@ class Baseline:
         return model.eval()
 
 
+def _fingerprint(data: Dataset) -> str:
+    """The data's identity: every label and every 97th image (CIFAR from two folders may differ)."""
+    h = hashlib.sha256(data.y_train.numpy().tobytes())
+    h.update(data.x_train[::97].numpy().tobytes())
+    h.update(str(tuple(data.x_train.shape)).encode())
+    return h.hexdigest()[:16]
+
+
 def baseline_key(model_name: str, data: Dataset, cfg: TrainConfig) -> str:
     """Cache key: model, dataset and the whole training recipe (seed included)."""
-    blob = json.dumps({"model": model_name, "dataset": data.name, **asdict(cfg)}, sort_keys=True)
+    blob = json.dumps(
+        {"model": model_name, "dataset": data.name, "data": _fingerprint(data), **asdict(cfg)}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

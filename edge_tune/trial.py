@@ -18,15 +18,14 @@ from typing import Any
 import torch
 import yaml
 
-from edge_tune.compression import apply_pruners, parse_schedule
-from edge_tune.compression.lr import ScheduledLR
+from edge_tune.compression import CompressionScheduler, check_schedule_fits, parse_schedule
 from edge_tune.data import load_dataset
 from edge_tune.device import LatencyResult, get_device
 from edge_tune.export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
 from edge_tune.objective import Objective
 from edge_tune.report import write_layers
 from edge_tune.space import SearchSpace
-from edge_tune.train import Accuracy, Baseline, TrainConfig, fine_tune
+from edge_tune.train import Accuracy, Baseline, TrainConfig, evaluate, fine_tune, make_optimizer
 
 __all__ = ["DEVICE_GAP_POINTS", "TrialContext", "latency_metrics", "run_trial"]
 
@@ -40,6 +39,7 @@ class TrialContext:
     space: SearchSpace
     baseline: Baseline
     dataset: str
+    data_dir: Path | None  # where the dataset's files are (None for digits)
     train: TrainConfig  # fine-tuning defaults
     train_overrides: dict[str, Any]  # from flags: over the space's finetune section, which is over the defaults
     objective: Objective
@@ -55,21 +55,23 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     torch.set_num_threads(ctx.threads)
-    data = load_dataset(ctx.dataset)
+    data = load_dataset(ctx.dataset, ctx.data_dir)
     schedule_doc, finetune = ctx.space.render(config)
     schedule = parse_schedule(schedule_doc)
     model = ctx.baseline.build(data.num_classes, data.in_channels)
     example = torch.zeros(1, *data.input_shape)  # (1, C, H, W): the device runs batch 1
-    pruned = apply_pruners(model, schedule.one_shot_pruners(), example)
+    cfg = replace(ctx.train, **{**finetune, **ctx.train_overrides})
+    check_schedule_fits(schedule, cfg.epochs)
+    compression = CompressionScheduler(model, schedule, example, lambda m: make_optimizer(m, cfg))
     device = get_device(ctx.device_actor)
-    pruned_onnx = verify_and_export(model, example)
-    # Latency depends only on the architecture: measure it while we fine-tune.
-    latency_ref = None if ctx.measure_after_finetune else device.benchmark.remote(pruned_onnx)
-
-    lr = ScheduledLR(schedule)
+    # Latency depends only on the architecture, which the schedule fixes in
+    # advance: measure the planned network while fine-tuning runs.
+    planned, _ = compression.planned_model()
+    latency_ref = None if ctx.measure_after_finetune else device.benchmark.remote(verify_and_export(planned, example))
+    del planned
 
     def epoch_end(epoch: int, loss: float, acc: Accuracy) -> None:
-        lr.on_epoch_end(epoch)
+        compression.on_epoch_end(epoch)
         ready = ray.wait([latency_ref], timeout=0)[0] if latency_ref is not None else []
         speedup = ray.get(ready[0]).speedup if ready else math.nan
         tune.report(
@@ -84,8 +86,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             }
         )
 
-    cfg = replace(ctx.train, **{**finetune, **ctx.train_overrides})
-    acc = fine_tune(model, data, cfg, on_epoch_start=lr.on_epoch_start, on_epoch_end=epoch_end)
+    fine_tune(model, data, cfg, on_epoch_start=compression.on_epoch_start, on_epoch_end=epoch_end)
+    pruned = compression.finish()  # thins what the schedule left masked
+    acc = evaluate(model, data.x_val, data.y_val)
     final_onnx = verify_and_export(model, example)
     on_device = ray.get(device.evaluate.remote(final_onnx))
     latency = ray.get(latency_ref if latency_ref is not None else device.benchmark.remote(final_onnx))
@@ -106,6 +109,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         "params": pruned.params_after,
         "macs_ratio": pruned.macs_after / ctx.baseline_macs,
         "channels": {g.members[0]: g.channels_after for g in pruned.groups},
+        "zeros": pruned.zeros,
         "feasible": ctx.objective.feasible(top1),
         "constraint": ctx.objective.constraint(top1),
         "score": ctx.objective.score(top1, latency.speedup),

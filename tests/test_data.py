@@ -1,12 +1,26 @@
+import io
+import pickle
+import re
+import struct
+from collections import OrderedDict
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from edge_tune.data import load_dataset
+from edge_tune.data import available_datasets, load_dataset
 from edge_tune.errors import UserError
+
+CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+PER_BATCH = 3  # images in each tiny CIFAR file
 
 
 def test_digits_shapes_and_fixed_stratified_split(digits):
     assert digits.input_shape == (1, 32, 32) and digits.num_classes == 10
+    assert digits.classes == tuple("0123456789")
     assert len(digits.x_train) + len(digits.x_val) == 1797
     assert torch.bincount(digits.y_val).min() >= 17  # every class is in validation
     again = load_dataset("digits")
@@ -15,5 +29,301 @@ def test_digits_shapes_and_fixed_stratified_split(digits):
 
 
 def test_unknown_dataset_lists_names():
-    with pytest.raises(UserError, match="digits"):
+    assert available_datasets() == ["cifar10", "cifar100", "digits", "imagefolder"]
+    with pytest.raises(UserError, match="available: cifar10, cifar100, digits, imagefolder"):
         load_dataset("imagenet")
+
+
+# CIFAR: tiny trees in the published layout ---------------------------------
+
+
+def pixel(i: np.ndarray, c: np.ndarray, h: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """A value for pixel (c, h, w) of image i that differs between neighbours on every axis."""
+    return (i * 37 + c * 101 + h * 7 + w * 3) % 256
+
+
+def cifar_rows(first: int, n: int) -> np.ndarray:
+    """Images first..first+n-1 as published: (n, 3072) uint8, each row R, G, B planes, each row-major."""
+    i, k = np.meshgrid(np.arange(first, first + n), np.arange(3072), indexing="ij")
+    return pixel(i, k // 1024, k // 32 % 32, k % 32).astype(np.uint8)
+
+
+class Py2Pickler(pickle._Pickler):
+    """Writes text and byte strings as Python 2's str, as the published CIFAR files were written."""
+
+    def save_py2_str(self, obj) -> None:
+        data = obj if isinstance(obj, bytes) else obj.encode("latin1")
+        head = (
+            pickle.SHORT_BINSTRING + bytes([len(data)])
+            if len(data) < 256
+            else pickle.BINSTRING + struct.pack("<i", len(data))
+        )
+        self.write(head + data)
+        self.memoize(obj)
+
+    dispatch: ClassVar[dict] = {**pickle._Pickler.dispatch, bytes: save_py2_str, str: save_py2_str}
+
+
+def dump(path: Path, obj, writer: str = "py2") -> None:
+    """Pickle ``obj`` as Python 2 with numpy 1 did ("py2") or as this Python does ("py3")."""
+    if writer == "py3":
+        path.write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        return
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    path.write_bytes(buf.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+
+
+def write_cifar10(root: Path, writer: str = "py2") -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for b, name in enumerate([*CIFAR10_TRAIN, "test_batch"]):
+        labels = [(b * PER_BATCH + j) % 10 for j in range(PER_BATCH)]
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": cifar_rows(b * PER_BATCH, PER_BATCH),
+            b"filenames": [f"{name}_{j}.png".encode() for j in range(PER_BATCH)],
+        }
+        dump(folder / name, batch, writer)
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    meta = {b"num_cases_per_batch": PER_BATCH, b"label_names": names, b"num_vis": 3072}
+    dump(folder / "batches.meta", meta, writer)
+    return folder
+
+
+def write_cifar100(root: Path) -> Path:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for first, name, fine in [(0, "train", [99, 0, 42, 7]), (4, "test", [5, 98])]:
+        split = {
+            b"filenames": [f"{name}_{j}.png".encode() for j in range(len(fine))],
+            b"batch_label": name.encode(),
+            b"fine_labels": fine,
+            b"coarse_labels": [f // 5 for f in fine],
+            b"data": cifar_rows(first, len(fine)),
+        }
+        dump(folder / name, split)
+    meta = {b"fine_label_names": [f"fine{i}".encode() for i in range(100)], b"coarse_label_names": [b"c"] * 20}
+    dump(folder / "meta", meta)
+    return folder
+
+
+def unnormalise(x: torch.Tensor, raw_train: torch.Tensor) -> torch.Tensor:
+    """``x`` back in [0, 255], with the training split's per-channel statistics."""
+    raw = raw_train.double() / 255
+    mean, std = raw.mean(dim=(0, 2, 3), keepdim=True), raw.std(dim=(0, 2, 3), keepdim=True)
+    return (x.double() * std + mean) * 255
+
+
+@pytest.mark.parametrize("writer", ["py2", "py3"])
+def test_cifar10_reads_the_published_layout(tmp_path, writer):
+    folder = write_cifar10(tmp_path, writer)
+    data = load_dataset("cifar10", tmp_path)
+    assert data.input_shape == (3, 32, 32) and data.num_classes == 10 and data.classes[9] == "truck"
+    assert data.x_train.shape == (5 * PER_BATCH, 3, 32, 32) and data.x_val.shape == (PER_BATCH, 3, 32, 32)
+    assert data.y_train.tolist() == [j % 10 for j in range(5 * PER_BATCH)]
+    assert data.y_val.tolist() == [(5 * PER_BATCH + j) % 10 for j in range(PER_BATCH)]  # the test file
+
+    # Pixel (c, h, w) of image i comes from column c*1024 + h*32 + w of its row.
+    i, c, h, w = np.meshgrid(*(np.arange(n) for n in (6 * PER_BATCH, 3, 32, 32)), indexing="ij")
+    expected = torch.from_numpy(pixel(i, c, h, w).astype(np.float64))  # (18, 3, 32, 32): train, then test
+    raw_train = expected[: 5 * PER_BATCH]
+    assert torch.allclose(unnormalise(data.x_train, raw_train), raw_train, atol=1e-3)
+    assert torch.allclose(unnormalise(data.x_val, raw_train), expected[5 * PER_BATCH :], atol=1e-3)
+    assert data.x_train.mean(dim=(0, 2, 3)).abs().max() < 1e-5
+    assert (data.x_train.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-5
+
+    same = load_dataset("cifar10", folder)  # the archive's folder itself
+    assert torch.equal(same.x_train, data.x_train) and torch.equal(same.y_val, data.y_val)
+
+
+def test_cifar100_reads_fine_labels_and_names(tmp_path):
+    write_cifar100(tmp_path)
+    data = load_dataset("cifar100", str(tmp_path))
+    assert data.num_classes == 100 and data.classes[42] == "fine42" and len(data.classes) == 100
+    assert data.x_train.shape == (4, 3, 32, 32) and data.x_val.shape == (2, 3, 32, 32)
+    assert data.y_train.tolist() == [99, 0, 42, 7] and data.y_val.tolist() == [5, 98]
+    i, c, h, w = np.meshgrid(*(np.arange(n) for n in (6, 3, 32, 32)), indexing="ij")
+    expected = torch.from_numpy(pixel(i, c, h, w).astype(np.float64))
+    assert torch.allclose(unnormalise(data.x_val, expected[:4]), expected[4:], atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagefolder"])
+def test_datasets_on_disk_require_the_data_dir_flag(name):
+    with pytest.raises(UserError, match=f"^--data-dir is required for {name}: it should be "):
+        load_dataset(name)
+
+
+def test_data_dir_that_is_not_a_folder_is_named(tmp_path):
+    with pytest.raises(
+        UserError,
+        match=rf"--data-dir {re.escape(str(tmp_path / 'nope'))} is not a folder; for cifar10 .*cifar-10-batches-py/",
+    ):
+        load_dataset("cifar10", tmp_path / "nope")
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "file"),
+    [
+        ("cifar10", write_cifar10, "data_batch_3"),
+        ("cifar10", write_cifar10, "batches.meta"),
+        ("cifar100", write_cifar100, "test"),
+    ],
+)
+def test_missing_cifar_file_is_named_with_the_layout(tmp_path, name, write, file):
+    folder = write(tmp_path)
+    (folder / file).unlink()
+    with pytest.raises(UserError) as err:
+        load_dataset(name, tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"missing file {folder / file}: for {name}, --data-dir should be the folder that holds")
+    assert f"{folder.name}/ itself" in message
+
+
+def test_folder_without_cifar_names_the_first_expected_file(tmp_path):
+    with pytest.raises(
+        UserError,
+        match=rf"missing file {re.escape(str(tmp_path / 'data_batch_1'))}: .*cifar-10-batches-py/ \(data_batch_1",
+    ):
+        load_dataset("cifar10", tmp_path)
+
+
+def batch(data=None, labels=None, **extra) -> dict:
+    data = cifar_rows(0, PER_BATCH) if data is None else data
+    return {b"data": data, b"labels": list(range(PER_BATCH)) if labels is None else labels, **extra}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(
+            {b"data": cifar_rows(0, PER_BATCH), b"label": [0, 1, 2]},
+            r"lacks b'labels'; expected a pickled dict with keys",
+            id="wrong-key",
+        ),
+        pytest.param(
+            batch(data=cifar_rows(0, PER_BATCH)[:, :3000]),
+            r"b'data' must be a uint8 array of shape \(N, 3072\).*\(3, 3000\)",
+            id="wrong-shape",
+        ),
+        pytest.param(
+            batch(data=cifar_rows(0, PER_BATCH).astype(np.float32)),
+            r"b'data' must be a uint8 array .*got float32",
+            id="wrong-dtype",
+        ),
+        pytest.param(
+            batch(labels=[0, 10, 2]),
+            r"b'labels' holds label 10, outside 0..9 for cifar10",
+            id="label-out-of-range",
+        ),
+        pytest.param(
+            batch(labels=[0, 1]),
+            r"b'labels' must list 3 integer labels, one per row of b'data'; got int64 of shape \(2,\)",
+            id="too-few-labels",
+        ),
+        pytest.param([1, 2, 3], r"holds a list; expected a pickled dict", id="not-a-dict"),
+        pytest.param(
+            OrderedDict(batch()),
+            r": it names collections.OrderedDict, which is not part of a numpy array",
+            id="foreign-global",
+        ),
+        pytest.param(
+            b"not a pickle at all",
+            r": invalid load key, 'n'; expected a pickled dict with keys b'data', b'labels'",
+            id="not-a-pickle",
+        ),
+    ],
+)
+def test_malformed_cifar_pickle_is_named(tmp_path, content, message):
+    folder = write_cifar10(tmp_path)
+    if isinstance(content, bytes):
+        (folder / "data_batch_2").write_bytes(content)
+    else:
+        dump(folder / "data_batch_2", content)
+    with pytest.raises(UserError, match=f"{re.escape(str(folder / 'data_batch_2'))}.*{message}"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_meta_with_wrong_class_count_is_named(tmp_path):
+    folder = write_cifar100(tmp_path)
+    dump(folder / "meta", {b"fine_label_names": [b"a"] * 20})
+    with pytest.raises(
+        UserError, match=rf"{re.escape(str(folder / 'meta'))}: b'fine_label_names' must list 100 class names"
+    ):
+        load_dataset("cifar100", folder)
+
+
+# Image folder --------------------------------------------------------------
+
+COLOURS = {"cat": (255, 0, 0), "dog": (0, 255, 0), "emu": (0, 0, 255)}  # class name -> solid RGB
+
+
+def write_images(root: Path, colours: dict[str, tuple[int, int, int]], n: int = 5, mode: str = "RGB") -> None:
+    for name, colour in colours.items():
+        (root / name / "sub").mkdir(parents=True)
+        for j in range(n):
+            size = (20 + 7 * j, 40 - 3 * j)  # varied sizes: every image is resized
+            fill = colour if mode == "RGB" else colour[0]
+            where = root / name / ("sub" if j == 0 else "") / f"{j}.png"  # nested folders are searched too
+            Image.new(mode, size, fill).save(where)
+        (root / name / "notes.txt").write_text("not an image")
+        (root / name / ".hidden.png").write_bytes(b"")
+
+
+def test_imagefolder_loads_classes_sorted_and_split_stratified(tmp_path):
+    write_images(tmp_path, dict(reversed(COLOURS.items())))
+    data = load_dataset("imagefolder", tmp_path)
+    assert data.classes == ("cat", "dog", "emu") and data.num_classes == 3
+    assert data.x_train.shape == (12, 3, 32, 32) and data.x_val.shape == (3, 3, 32, 32)
+    assert torch.bincount(data.y_train).tolist() == [4, 4, 4] and data.y_val.tolist() == [0, 1, 2]
+    colours = torch.tensor(list(COLOURS.values()), dtype=torch.float64)  # (3, 3): label -> RGB
+    raw_train = colours[data.y_train][:, :, None, None].expand(-1, -1, 32, 32)
+    assert torch.allclose(unnormalise(data.x_train, raw_train), raw_train, atol=1e-3)
+    assert torch.allclose(
+        unnormalise(data.x_val, raw_train), colours[data.y_val][:, :, None, None].expand(-1, -1, 32, 32), atol=1e-3
+    )
+    again = load_dataset("imagefolder", tmp_path)
+    assert torch.equal(again.x_val, data.x_val) and torch.equal(again.y_train, data.y_train)
+
+
+def test_imagefolder_is_one_channel_only_if_every_image_is_grey(tmp_path):
+    write_images(tmp_path, {"a": (10, 0, 0), "b": (200, 0, 0)}, n=3, mode="L")
+    grey = load_dataset("imagefolder", tmp_path)
+    assert grey.input_shape == (1, 32, 32) and grey.x_train.shape == (4, 1, 32, 32)
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "a" / "colour.jpg")
+    assert load_dataset("imagefolder", tmp_path).input_shape == (3, 32, 32)
+
+
+def test_imagefolder_needs_two_classes(tmp_path):
+    write_images(tmp_path, {"only": (1, 2, 3)})
+    with pytest.raises(
+        UserError,
+        match=rf"^--data-dir {re.escape(str(tmp_path))} holds 1 class folder\(s\); it should be a folder with",
+    ):
+        load_dataset("imagefolder", tmp_path)
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_imagefolder_class_without_enough_images_is_named(tmp_path, n):
+    write_images(tmp_path, COLOURS)
+    (tmp_path / "fox").mkdir()
+    (tmp_path / "fox" / "readme.txt").write_text("no images here")
+    if n:
+        Image.new("RGB", (8, 8)).save(tmp_path / "fox" / "one.png")
+    with pytest.raises(
+        UserError,
+        match=rf"^class folder {re.escape(str(tmp_path / 'fox'))} holds {n} image\(s\); each class needs at least 2",
+    ):
+        load_dataset("imagefolder", tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"not a png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20])
+def test_unreadable_image_is_named(tmp_path, content):
+    write_images(tmp_path, COLOURS)
+    (tmp_path / "dog" / "broken.png").write_bytes(content)
+    with pytest.raises(
+        UserError,
+        match=rf"^cannot read image {re.escape(str(tmp_path / 'dog' / 'broken.png'))}: .*remove or replace it",
+    ):
+        load_dataset("imagefolder", tmp_path)

@@ -117,6 +117,20 @@ def test_missing_device_python_exits_2_before_anything_starts(tmp_path):
     assert proc.returncode == 2 and "--device-python" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_hybrid_agp_schedule_thins_mid_fine_tuning_end_to_end(smoke, cache_dir, tmp_path):
+    proc = run_smoke("hybrid", cache_dir, tmp_path, "--name", "hybrid", "--num-samples", "1")
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    (row,) = list(csv.DictReader(open(tmp_path / "hybrid" / "results.csv")))
+    assert row["status"] == "ok" and int(row["ov_macs"]) == int(row["macs"])  # the device ran the thinned network
+    assert float(row["macs"]) <= 40_518_272 and int(row["zeros"]) >= 0
+
+
+def test_cifar_without_data_dir_exits_2_naming_the_flag(tmp_path):
+    proc = run_cli("--space", "filter_prune", "--dataset", "cifar10", cwd=REPO)
+    assert proc.returncode == 2 and "--data-dir" in proc.stderr and "cifar-10-batches-py" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_nan_trials_are_recorded_as_errored_and_the_search_goes_on(smoke, cache_dir, tmp_path):
     space = tmp_path / "nan_lr.yaml"
     space.write_text(NAN_SPACE)

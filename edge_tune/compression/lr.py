@@ -31,6 +31,11 @@ class ScheduledLR:
                 except TypeError as exc:
                     raise ValueError(f"schedule.lr_schedulers.{name}: {exc}") from exc
 
+    def rebind(self, opt: torch.optim.Optimizer) -> None:
+        """Move the live schedulers to a new optimizer (after thinning rebuilt it)."""
+        for sched in self._live.values():
+            sched.optimizer = opt
+
     def on_epoch_end(self, epoch: int) -> None:
         for policy in self.schedule.policies:
             if policy.kind == "lr_scheduler" and policy.fires(epoch):

@@ -1,18 +1,31 @@
-"""Structured pruning on torch-pruning: channels are physically removed.
+"""Pruning on torch-pruning: masks while a schedule runs, physical removal when it thins.
 
-A Distiller ``L1RankedStructureParameterPruner`` names convolution weights
-and a sparsity. Here each named convolution is mapped to its torch-pruning
-dependency group (a residual add couples every convolution feeding it, so a
-stage's ``conv2`` layers form one group); each group is pruned once, ranked by
-the L1 norm of the named weights' filters (or input channels) summed over the
-group's named members, which is what Distiller's ``group_dependency: Leader``
-ranking did. Batch norms and the consumers' input channels follow.
+``Pruner`` executes one schedule pruner at a time on a model:
+
+- **Filters / Channels** (convolutions; Filters of a hidden fully-connected
+  layer too): each named layer is mapped to its torch-pruning dependency group
+  (a residual add couples every convolution feeding it, so a stage's ``conv2``
+  layers form one group). The group's channels are ranked by the L1 norm of
+  the named weights summed over the group's named members (Distiller's
+  ``group_dependency: Leader``) and the lowest are *masked*: every slice the
+  group would remove (filters, batch-norm scale and shift, the consumers'
+  input channels) is held at zero, so the masked network computes exactly
+  what the thinned one will. ``thin()`` then removes them physically.
+- **Rows** (fully-connected layers): input features by L1 norm, masked and
+  never removed, as Distiller did (removing them would remove the producing
+  stage's channels).
+- **Elements** (``AutomatedGradualPruner``, ``LevelPruner``,
+  ``SensitivityPruner``): fine-grained magnitude masks; they stay zeros in the
+  exported model and change no shape.
+
+Masks are re-applied after every optimizer step (``apply_masks``).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -20,13 +33,15 @@ from torch import nn
 
 from edge_tune.compression.schedule import PrunerSpec
 
-__all__ = ["GroupPruned", "PruneReport", "apply_pruners", "count_macs_params", "resolve_weights"]
+__all__ = ["GroupPruned", "PruneReport", "Pruner", "apply_pruners", "count_macs_params", "resolve_weights"]
+
+Prunable = nn.Conv2d | nn.Linear
 
 
 @dataclass(frozen=True)
 class GroupPruned:
     pruner: str
-    members: tuple[str, ...]  # the named convolutions in this dependency group
+    members: tuple[str, ...]  # the named layers in this dependency group
     group_type: str  # Filters | Channels
     channels_before: int
     channels_after: int
@@ -39,6 +54,19 @@ class PruneReport:
     macs_after: int
     params_before: int
     params_after: int
+    zeros: int = 0  # parameters held at zero by element or row masks (they remain in the model)
+
+
+@dataclass
+class _Cut:
+    """One dependency group's masked channels, waiting to be thinned."""
+
+    spec: PrunerSpec
+    root: nn.Module
+    handler: object  # a torch-pruning pruning function
+    size: int  # channels in the group
+    idxs: list[int]
+    members: tuple[str, ...]
 
 
 def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
@@ -70,81 +98,247 @@ def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int
     return macs, sum(p.numel() for p in model.parameters())
 
 
-def resolve_weights(model: nn.Module, patterns: tuple[str, ...], where: str) -> list[tuple[str, nn.Conv2d]]:
-    """Map Distiller weight names (``module.`` prefix optional) or regexes to convolutions."""
-    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    found: dict[str, nn.Conv2d] = {}
+def resolve_weights(
+    model: nn.Module, patterns: tuple[str, ...], where: str, kinds: tuple[type, ...] = (nn.Conv2d,)
+) -> list[tuple[str, nn.Module]]:
+    """Map Distiller weight names (``module.`` prefix optional) or regexes to layers of ``kinds``."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Module) and isinstance(m, kinds)}
+    found: dict[str, nn.Module] = {}
     for pattern in patterns:
         name = pattern.removeprefix("module.")
         module = name.removesuffix(".weight")
-        if module in convs:
-            found[module] = convs[module]
+        if module in layers:
+            found[module] = layers[module]
             continue
         try:
             regex = re.compile(name)
         except re.error:
             regex = None
-        hits = [n for n in convs if regex is not None and (regex.fullmatch(n) or regex.fullmatch(f"{n}.weight"))]
+        hits = [n for n in layers if regex is not None and (regex.fullmatch(n) or regex.fullmatch(f"{n}.weight"))]
         if not hits:
+            kind = " or ".join(k.__name__ for k in kinds)
             raise ValueError(
-                f"{where}: {pattern!r} matches no convolution weight of the model; "
-                f"its convolutions are {', '.join(f'{n}.weight' for n in convs)}"
+                f"{where}: {pattern!r} matches no {kind} weight of the model; "
+                f"those are {', '.join(f'{n}.weight' for n in layers)}"
             )
-        found.update((n, convs[n]) for n in hits)
+        found.update((n, layers[n]) for n in hits)
     return list(found.items())
 
 
-def _handler(group_type: str) -> tp.pruner.BasePruningFunc:
-    return tp.prune_conv_out_channels if group_type == "Filters" else tp.prune_conv_in_channels
+def _depthwise(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
 
 
-def _l1(conv: nn.Conv2d, group_type: str) -> torch.Tensor:
-    w = conv.weight.detach().abs()  # (out, in/groups, kh, kw)
-    return w.sum(dim=(1, 2, 3)) if group_type == "Filters" else w.sum(dim=(0, 2, 3))
+def _handler(group_type: str, layer: nn.Module) -> object:
+    if isinstance(layer, nn.Linear):
+        return tp.prune_linear_out_channels
+    if group_type == "Filters" or _depthwise(layer):  # a depthwise conv's channels are its filters
+        return tp.prune_conv_out_channels
+    return tp.prune_conv_in_channels
 
 
-def _group_key(group: tp.Group) -> frozenset[tuple[int, str]]:
-    return frozenset((id(dep.target.module), dep.handler.__name__) for dep, _ in group)
+def _l1(layer: nn.Module, group_type: str) -> torch.Tensor:
+    w = _weight(layer).abs()  # conv (out, in/groups, kh, kw), linear (out, in)
+    if group_type == "Channels" and not _depthwise(layer):
+        return w.sum(dim=[d for d in range(w.dim()) if d != 1])
+    return w.sum(dim=tuple(range(1, w.dim())))
+
+
+def _weight(layer: nn.Module) -> torch.Tensor:
+    weight = layer.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight.detach()
+
+
+def _slices(module: nn.Module, handler_name: str, idxs: list[int]) -> list[tuple[str, Any]]:
+    """The (parameter, index) slices that pruning ``idxs`` through ``handler_name`` removes from ``module``."""
+    out_side = handler_name.endswith("out_channels") or _depthwise(module)
+    rows = (idxs,)
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        if out_side:
+            return [("weight", rows), ("bias", rows)]
+        if isinstance(module, nn.Conv2d) and module.groups != 1:
+            raise ValueError(f"grouped convolution with groups={module.groups} cannot be channel-pruned")
+        return [("weight", (slice(None), idxs))]
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return [("weight", rows), ("bias", rows)]
+    return []
+
+
+class Pruner:
+    """Masks and thins one model as a schedule's pruners fire (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
+        self.model, self.example = model, example  # example: (1, C, H, W)
+        self._graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        self._names = {id(m): n for n, m in model.named_modules()}
+        self._cuts: dict[frozenset[tuple[int, str]], _Cut] = {}
+        self._masks: dict[tuple[str, int, str], tuple[nn.Module, str, torch.Tensor]] = {}  # (source, layer, param)
+        was_training = model.training
+        with torch.no_grad():
+            self._classes = int(model.eval()(example[:1]).shape[1])
+        model.train(was_training)
+        self.thinned: list[GroupPruned] = []
+
+    # -- pruning -------------------------------------------------------------------------------
+    def prune(self, spec: PrunerSpec, target: float) -> None:
+        """Mask ``spec``'s weights to sparsity ``target`` (a fraction); masks only grow."""
+        where = f"schedule.pruners.{spec.name}"
+        if spec.group_type in ("Filters", "Channels"):
+            self._prune_groups(spec, target, where)
+        elif spec.group_type == "Rows":
+            for _, fc in resolve_weights(self.model, spec.weights, f"{where}.weights", (nn.Linear,)):
+                weight = _weight(fc)  # (out, in)
+                idxs = _lowest(weight.abs().sum(dim=0), target)  # input features: Distiller's rows of W^T
+                mask = torch.ones_like(weight, dtype=torch.bool)
+                mask[:, idxs] = False
+                self._set_mask(spec.name, fc, "weight", mask)
+        elif spec.sensitivities:
+            self._prune_sensitivity(spec, where)
+        else:
+            for _, layer in resolve_weights(self.model, spec.weights, f"{where}.weights", (nn.Conv2d, nn.Linear)):
+                self._set_mask(spec.name, layer, "weight", _magnitude_mask(_weight(layer), target))
+        self.apply_masks()
+
+    def _prune_sensitivity(self, spec: PrunerSpec, where: str) -> None:
+        kinds = (nn.Conv2d, nn.Linear)
+        per_layer: dict[str, float] = {}
+        for w, s in spec.sensitivities:
+            if w != "*":
+                per_layer.update((n, s) for n, _ in resolve_weights(self.model, (w,), f"{where}.sensitivities", kinds))
+        default = dict(spec.sensitivities).get("*")
+        for name, layer in self.model.named_modules():
+            sensitivity = per_layer.get(name, default)
+            if isinstance(layer, kinds) and sensitivity is not None:
+                weight = _weight(layer)
+                self._set_mask(spec.name, layer, "weight", weight.abs() > sensitivity * float(weight.std()))
+
+    def _prune_groups(self, spec: PrunerSpec, target: float, where: str) -> None:
+        kinds: tuple[type, ...] = (nn.Conv2d, nn.Linear) if spec.group_type == "Filters" else (nn.Conv2d,)
+        plan: dict[frozenset[tuple[int, str]], list[nn.Module]] = {}
+        for name, layer in resolve_weights(self.model, spec.weights, f"{where}.weights", kinds):
+            self._refuse(spec, name, layer, where)
+            handler = _handler(spec.group_type, layer)
+            size = _weight(layer).shape[1 if handler is tp.prune_conv_in_channels else 0]
+            group = self._graph.get_pruning_group(layer, handler, idxs=list(range(size)))
+            key = frozenset((id(dep.target.module), dep.handler.__name__) for dep, _ in group)
+            owner = self._cuts.get(key)
+            if owner is not None and owner.spec.name != spec.name and owner.spec.sparsity != spec.sparsity:
+                raise ValueError(
+                    f"schedule.pruners: {name} is coupled to a layer pruned by {owner.spec.name!r} with a "
+                    f"different sparsity than {spec.name!r}"
+                )
+            plan.setdefault(key, []).append(layer)
+        for key, layers in plan.items():
+            root, handler = layers[0], _handler(spec.group_type, layers[0])
+            norms = [_l1(layer, spec.group_type) for layer in layers]
+            # Members indexed like the root (a residual add aligns channels one to one) add their norms.
+            scores = torch.stack([n for n in norms if n.shape == norms[0].shape]).sum(dim=0)
+            idxs = _lowest(scores, target, spec.round_to)
+            cut = _Cut(spec, root, handler, len(scores), idxs, tuple(self._names[id(m)] for m in layers))
+            self._cuts[key] = cut
+            self._mask_group(cut)
+
+    def _refuse(self, spec: PrunerSpec, name: str, layer: nn.Module, where: str) -> None:
+        if isinstance(layer, nn.Linear) and layer.out_features == self._classes and name == self._classifier():
+            raise ValueError(f"{where}.weights: {name} is the classifier; its outputs are the classes")
+        if spec.group_type == "Channels" and not _depthwise(layer):
+            group = self._graph.get_pruning_group(layer, tp.prune_conv_in_channels, idxs=[0])
+            if all(dep.target.module is layer for dep, _ in group):
+                raise ValueError(f"{where}.weights: {name} reads the model's input; its channels are the image's")
+
+    def _classifier(self) -> str:
+        return [n for n, m in self.model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+    def _mask_group(self, cut: _Cut) -> None:
+        group = self._graph.get_pruning_group(cut.root, cut.handler, idxs=cut.idxs)
+        for dep, idxs in group:
+            module = dep.target.module
+            for pname, index in _slices(module, dep.handler.__name__, list(idxs)):
+                param = getattr(module, pname, None)
+                if isinstance(param, torch.Tensor):
+                    mask = torch.ones_like(param, dtype=torch.bool)
+                    mask[index] = False
+                    self._set_mask(f"{cut.spec.name}:{id(cut.root)}", module, pname, mask)
+
+    # -- masks ---------------------------------------------------------------------------------
+    def _set_mask(self, source: str, module: nn.Module, pname: str, mask: torch.Tensor) -> None:
+        key = (source, id(module), pname)
+        old = self._masks.get(key)
+        if old is not None and old[2].shape == mask.shape:
+            mask = mask & old[2]  # masks only grow: what a pruner removed stays removed
+        self._masks[key] = (module, pname, mask)
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero every masked slice; call after each optimizer step."""
+        for module, pname, mask in self._masks.values():
+            getattr(module, pname).mul_(mask)
+
+    def zeros(self) -> int:
+        """Parameters held at zero by masks that ``thin`` does not remove (elements, rows)."""
+        return sum(int((~mask).sum()) for _, _, mask in self._masks.values())
+
+    # -- thinning ------------------------------------------------------------------------------
+    def thin(self, group_type: str | None = None) -> bool:
+        """Physically remove the masked Filters/Channels (of ``group_type``, or all); True if any went."""
+        cuts = {k: c for k, c in self._cuts.items() if group_type in (None, c.spec.group_type)}
+        removed = False
+        for key, cut in cuts.items():
+            if cut.idxs:
+                group = self._graph.get_pruning_group(cut.root, cut.handler, idxs=cut.idxs)
+                if not self._graph.check_pruning_group(group):
+                    raise ValueError(
+                        f"schedule.pruners.{cut.spec.name}: torch-pruning refuses to prune {cut.members[0]} "
+                        f"({cut.spec.group_type})"
+                    )
+                group.prune()
+                removed = True
+            self.thinned.append(
+                GroupPruned(cut.spec.name, cut.members, cut.spec.group_type, cut.size, cut.size - len(cut.idxs))
+            )
+            del self._cuts[key]
+            for mkey in [m for m in self._masks if m[0] == f"{cut.spec.name}:{id(cut.root)}"]:
+                del self._masks[mkey]
+        if removed:
+            self._after_thinning()
+        return removed
+
+    def _after_thinning(self) -> None:
+        # Shapes changed: the graph is rebuilt, and an element mask on a thinned
+        # layer is re-derived from its zeros (they are exactly the masked weights).
+        self._graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=self.example)
+        for key, (module, pname, mask) in list(self._masks.items()):
+            param = getattr(module, pname)
+            if param.shape != mask.shape:
+                self._masks[key] = (module, pname, param.detach() != 0)
+
+
+def _lowest(scores: torch.Tensor, target: float, round_to: int = 1) -> list[int]:
+    """Indices of the floor(target x n) lowest scores (Distiller rounds down), keeping at least one
+    channel; with ``round_to`` the kept count is rounded up to a multiple of it (or all of them)."""
+    n = len(scores)
+    keep = max(n - int(target * n), 1)
+    keep = min(-(-keep // round_to) * round_to, n)
+    k = n - keep
+    return sorted(torch.argsort(scores, stable=True)[:k].tolist()) if k > 0 else []
+
+
+def _magnitude_mask(w: torch.Tensor, target: float) -> torch.Tensor:
+    """Keep all but the floor(target x numel) smallest |w|."""
+    k = int(target * w.numel())
+    mask = torch.ones(w.numel(), dtype=torch.bool)
+    if k > 0:
+        mask[torch.argsort(w.abs().flatten(), stable=True)[:k]] = False
+    return mask.view_as(w)
 
 
 def apply_pruners(model: nn.Module, pruners: list[PrunerSpec], example: torch.Tensor) -> PruneReport:
-    """Prune ``model`` in place; raises ``ValueError`` for names or groups that cannot be pruned."""
+    """Prune ``model`` in place, each pruner at once to its (final) sparsity, then thin; one-shot."""
     macs0, params0 = count_macs_params(model, example)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    names = {id(m): n for n, m in model.named_modules()}
-    plan: dict[frozenset[tuple[int, str]], tuple[PrunerSpec, list[nn.Conv2d]]] = {}
+    pruner = Pruner(model, example)
     for spec in pruners:
-        for _, conv in resolve_weights(model, spec.weights, f"schedule.pruners.{spec.name}.weights"):
-            size = conv.out_channels if spec.group_type == "Filters" else conv.in_channels
-            key = _group_key(graph.get_pruning_group(conv, _handler(spec.group_type), idxs=list(range(size))))
-            prev = plan.setdefault(key, (spec, []))
-            if prev[0].sparsity != spec.sparsity or prev[0].group_type != spec.group_type:
-                raise ValueError(
-                    f"schedule.pruners: {names[id(conv)]} is coupled to a layer pruned by "
-                    f"{prev[0].name!r} with a different sparsity or group_type than {spec.name!r}"
-                )
-            prev[1].append(conv)
-    done = [_prune_group(graph, spec, convs, names) for spec, convs in plan.values()]
+        pruner.prune(spec, spec.sparsity)
+    pruner.thin()
     macs1, params1 = count_macs_params(model, example)
-    return PruneReport(tuple(done), macs0, macs1, params0, params1)
-
-
-def _prune_group(
-    graph: tp.DependencyGraph, spec: PrunerSpec, convs: list[nn.Conv2d], names: dict[int, str]
-) -> GroupPruned:
-    root = convs[0]
-    norms = [_l1(c, spec.group_type) for c in convs]
-    # Members indexed like the root (a residual add aligns channels one to one) add their norms.
-    scores = torch.stack([n for n in norms if n.shape == norms[0].shape]).sum(dim=0)
-    n = len(scores)
-    n_prune = min(int(spec.sparsity * n), n - 1)  # Distiller rounds down; keep at least one channel
-    members = tuple(names[id(c)] for c in convs)
-    if n_prune > 0:
-        idxs = torch.argsort(scores)[:n_prune].tolist()  # lowest L1 first
-        group = graph.get_pruning_group(root, _handler(spec.group_type), idxs=idxs)
-        if not graph.check_pruning_group(group):
-            raise ValueError(
-                f"schedule.pruners.{spec.name}: torch-pruning refuses to prune {members[0]} ({spec.group_type})"
-            )
-        group.prune()
-    return GroupPruned(spec.name, members, spec.group_type, n, n - max(n_prune, 0))
+    return PruneReport(tuple(pruner.thinned), macs0, macs1, params0, params1, pruner.zeros())

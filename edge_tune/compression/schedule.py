@@ -12,10 +12,45 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LRSchedulerSpec", "Policy", "PrunerSpec", "Schedule", "parse_schedule"]
+__all__ = [
+    "PRUNERS",
+    "LRSchedulerSpec",
+    "Policy",
+    "PrunerKind",
+    "PrunerSpec",
+    "Schedule",
+    "agp_target",
+    "check_schedule_fits",
+    "parse_schedule",
+]
 
-STRUCTURE_PRUNERS = {"L1RankedStructureParameterPruner"}
-GROUP_TYPES = {"Filters", "Channels"}
+
+@dataclass(frozen=True)
+class PrunerKind:
+    """What a Distiller pruner class takes and does."""
+
+    group_types: tuple[str, ...]  # allowed group_type values; () = element-wise, no group_type key
+    required: tuple[str, ...]  # keys besides class
+    optional: tuple[str, ...] = ()
+    gradual: bool = False  # AGP: sparsity rises from initial to final over the policy's epochs
+
+
+PRUNERS: dict[str, PrunerKind] = {
+    # Structured (Filters/Channels of convolutions, Rows of fully-connected layers), ranked by L1 norm.
+    "L1RankedStructureParameterPruner": PrunerKind(
+        ("Filters", "Channels", "Rows"), ("group_type", "desired_sparsity", "weights"), ("group_dependency", "round_to")
+    ),
+    "L1RankedStructureParameterPruner_AGP": PrunerKind(
+        ("Filters", "Channels", "Rows"),
+        ("group_type", "initial_sparsity", "final_sparsity", "weights"),
+        ("group_dependency", "round_to"),
+        gradual=True,
+    ),
+    # Fine-grained (element-wise) by magnitude.
+    "AutomatedGradualPruner": PrunerKind((), ("initial_sparsity", "final_sparsity", "weights"), gradual=True),
+    "LevelPruner": PrunerKind((), ("desired_sparsity", "weights")),
+    "SensitivityPruner": PrunerKind((), ("sensitivities",)),  # |w| below sensitivity x std(w) is pruned
+}
 THINNERS = {"FilterRemover": "Filters", "ChannelRemover": "Channels"}
 _POLICY_KINDS = ("pruner", "extension", "lr_scheduler")
 
@@ -23,10 +58,42 @@ _POLICY_KINDS = ("pruner", "extension", "lr_scheduler")
 @dataclass(frozen=True)
 class PrunerSpec:
     name: str
-    cls: str  # Distiller class name
-    group_type: str  # Filters | Channels
-    sparsity: float  # fraction of the group removed, in [0, 1)
-    weights: tuple[str, ...]  # parameter names or regular expressions
+    cls: str  # Distiller class name, a key of PRUNERS
+    group_type: str  # Filters | Channels | Rows, or Elements for the fine-grained pruners
+    sparsity: float  # desired_sparsity, or final_sparsity of an AGP pruner: fraction removed, in [0, 1)
+    weights: tuple[str, ...]  # parameter names (``module.`` prefix optional) or regular expressions
+    initial_sparsity: float = 0.0  # AGP's first step
+    sensitivities: tuple[tuple[str, float], ...] = ()  # SensitivityPruner: (weight name or "*", multiple of std)
+    round_to: int = 1  # edge_tune's key: channels kept are a multiple of this (the device's SIMD width)
+
+    @property
+    def structured(self) -> bool:
+        return self.group_type in ("Filters", "Channels", "Rows")
+
+    @property
+    def gradual(self) -> bool:
+        return PRUNERS[self.cls].gradual
+
+
+def agp_target(spec: PrunerSpec, policy: Policy, epoch: int) -> float:
+    """Sparsity an AGP pruner aims at when its policy fires at ``epoch`` (Zhu & Gupta's cubic schedule).
+
+    It starts at ``initial_sparsity`` and reaches ``final_sparsity`` exactly
+    at the policy's last pruning epoch, rising fastest at first:
+    s(t) = s_f + (s_i - s_f) * (1 - (t - t0) / span) ** 3.
+    """
+    if not spec.gradual:
+        return spec.sparsity
+    start, freq = policy.starting_epoch, policy.frequency
+    if policy.epochs is not None:
+        start, last = min(policy.epochs), max(policy.epochs)
+        span = last - start
+    else:
+        span = ((policy.ending_epoch - start - 1) // freq) * freq
+    if span <= 0:
+        return spec.sparsity
+    progress = min(max((epoch - start) / span, 0.0), 1.0)
+    return spec.sparsity + (spec.initial_sparsity - spec.sparsity) * (1 - progress) ** 3
 
 
 @dataclass(frozen=True)
@@ -60,24 +127,49 @@ class Schedule:
     policies: list[Policy] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)  # the concrete document, for best.json
 
-    def pruners_at(self, epoch: int) -> list[PrunerSpec]:
-        return [self.pruners[p.instance] for p in self.policies if p.kind == "pruner" and p.fires(epoch)]
+    def pruners_at(self, epoch: int) -> list[tuple[PrunerSpec, Policy]]:
+        """Pruners whose policies fire at ``epoch``, in declaration order."""
+        return [(self.pruners[p.instance], p) for p in self.policies if p.kind == "pruner" and p.fires(epoch)]
 
-    def one_shot_pruners(self) -> list[PrunerSpec]:
-        """Pruners that act once, before fine-tuning; the only timing run so far."""
-        late = [p for p in self.policies if p.kind == "pruner" and not _only_epoch_zero(p)]
-        if late:
-            raise ValueError(
-                f"policies: pruner {late[0].instance!r} acts after epoch 0; "
-                "this version prunes once before fine-tuning (use epochs: [0])"
-            )
-        return self.pruners_at(0)
+    def events_at(self, epoch: int) -> list[Policy]:
+        """Pruner and extension policies firing at ``epoch``, in declaration order (Distiller's rule)."""
+        return [p for p in self.policies if p.kind in ("pruner", "extension") and p.fires(epoch)]
+
+    def policy_of(self, pruner: str) -> Policy:
+        return next(p for p in self.policies if p.kind == "pruner" and p.instance == pruner)
+
+    def structured_final(self) -> list[PrunerSpec]:
+        """The structured pruners at their final sparsity: what decides the final architecture."""
+        return [spec for spec in self.pruners.values() if spec.group_type in ("Filters", "Channels")]
+
+    def last_epoch(self) -> int:
+        """The last epoch at which any pruner fires (for a schedule that must end within fine-tuning)."""
+        last = 0
+        for p in self.policies:
+            if p.kind == "pruner":
+                last = max(last, _fires_last(p))
+        return last
 
 
-def _only_epoch_zero(p: Policy) -> bool:
-    if p.epochs is not None:
-        return set(p.epochs) == {0}
-    return p.starting_epoch == 0 and p.ending_epoch <= p.frequency
+def check_schedule_fits(schedule: Schedule, epochs: int) -> None:
+    """A pruner that would fire after fine-tuning ends is an error, not a silently skipped step."""
+    last = schedule.last_epoch()
+    if last >= epochs:
+        late = next(p.instance for p in schedule.policies if p.kind == "pruner" and _fires_last(p) >= epochs)
+        raise ValueError(
+            f"schedule.policies: pruner {late!r} fires until epoch {last}, but fine-tuning has {epochs} epochs "
+            f"(0 to {epochs - 1}); raise finetune.epochs (--epochs) or end the policy earlier"
+        )
+
+
+def _fires_last(p: Policy) -> int:
+    return max(p.epochs) if p.epochs is not None else _last_firing(p)
+
+
+def _last_firing(p: Policy) -> int:
+    if p.ending_epoch >= 1 << 30:
+        return p.starting_epoch  # open-ended: at least its start
+    return p.starting_epoch + ((p.ending_epoch - p.starting_epoch - 1) // p.frequency) * p.frequency
 
 
 def _need(d: dict[str, Any], key: str, where: str) -> Any:
@@ -92,26 +184,52 @@ def _check_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:
         raise ValueError(f"{where}.{extra[0]}: unsupported key; supported: {', '.join(sorted(allowed))}")
 
 
+def _fraction(d: dict[str, Any], key: str, where: str) -> float:
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ValueError(f"{where}.{key}: must be a number in [0, 1), got {v!r}")
+    return float(v)
+
+
 def _parse_pruner(name: str, d: Any) -> PrunerSpec:
     where = f"schedule.pruners.{name}"
     if not isinstance(d, dict):
         raise ValueError(f"{where}: must be a mapping")
     cls = _need(d, "class", where)
-    if cls not in STRUCTURE_PRUNERS:
-        raise ValueError(
-            f"{where}.class: unsupported pruner {cls!r}; supported: {', '.join(sorted(STRUCTURE_PRUNERS))}"
+    kind = PRUNERS.get(cls)
+    if kind is None:
+        raise ValueError(f"{where}.class: unsupported pruner {cls!r}; supported: {', '.join(PRUNERS)}")
+    _check_keys(d, {"class", *kind.required, *kind.optional}, where)
+    for key in kind.required:
+        _need(d, key, where)
+    group_type = d.get("group_type", "Elements")
+    if kind.group_types and group_type not in kind.group_types:
+        raise ValueError(f"{where}.group_type: {group_type!r} is not one of {', '.join(kind.group_types)}")
+    if d.get("group_dependency", "Leader") != "Leader":
+        raise ValueError(f"{where}.group_dependency: only 'Leader' is supported, got {d['group_dependency']!r}")
+    if "sensitivities" in d:
+        sens = d["sensitivities"]
+        if not isinstance(sens, dict) or not sens:
+            raise ValueError(f"{where}.sensitivities: must map weight names (or '*') to numbers")
+        for w, v in sens.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"{where}.sensitivities.{w}: must be a number >= 0, got {v!r}")
+        named = tuple(w for w in sens if w != "*")
+        return PrunerSpec(
+            name, cls, group_type, 0.0, named, sensitivities=tuple((w, float(v)) for w, v in sens.items())
         )
-    _check_keys(d, {"class", "group_type", "desired_sparsity", "weights", "group_dependency"}, where)
-    group_type = _need(d, "group_type", where)
-    if group_type not in GROUP_TYPES:
-        raise ValueError(f"{where}.group_type: {group_type!r} is not one of {', '.join(sorted(GROUP_TYPES))}")
-    sparsity = _need(d, "desired_sparsity", where)
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
-        raise ValueError(f"{where}.desired_sparsity: must be a number in [0, 1), got {sparsity!r}")
-    weights = _need(d, "weights", where)
+    weights = d["weights"]
     if not isinstance(weights, list) or not weights or not all(isinstance(w, str) for w in weights):
         raise ValueError(f"{where}.weights: must be a non-empty list of parameter names")
-    return PrunerSpec(name, cls, group_type, float(sparsity), tuple(weights))
+    round_to = d.get("round_to", 1)
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"{where}.round_to: must be a whole number >= 1, got {round_to!r}")
+    if kind.gradual:
+        initial, final = _fraction(d, "initial_sparsity", where), _fraction(d, "final_sparsity", where)
+        if initial > final:
+            raise ValueError(f"{where}.initial_sparsity: {initial} is above final_sparsity {final}")
+        return PrunerSpec(name, cls, group_type, final, tuple(weights), initial, round_to=round_to)
+    return PrunerSpec(name, cls, group_type, _fraction(d, "desired_sparsity", where), tuple(weights), round_to=round_to)
 
 
 def _parse_policy(i: int, d: Any, sched: Schedule) -> Policy:
@@ -162,6 +280,10 @@ def parse_schedule(doc: Any) -> Schedule:
         if cls not in THINNERS:
             raise ValueError(f"schedule.extensions.{name}.class: unsupported {cls!r}; supported: {', '.join(THINNERS)}")
         _check_keys(d, {"class", "thinning_func_str", "arch", "dataset"}, f"schedule.extensions.{name}")
+        if d.get("thinning_func_str", "remove_filters" if cls == "FilterRemover" else "remove_channels") != (
+            "remove_filters" if cls == "FilterRemover" else "remove_channels"
+        ):
+            raise ValueError(f"schedule.extensions.{name}.thinning_func_str: does not match class {cls}")
         sched.extensions[name] = cls
     for name, d in (doc.get("lr_schedulers") or {}).items():
         sched.lr_schedulers[name] = _parse_lr_scheduler(name, d)

@@ -5,6 +5,9 @@ Every constructor takes ``num_classes`` and ``in_channels`` and returns an
 logits. A user model is named ``package.module:function`` and must follow the
 same contract.
 
+The zoo: ``resnet20``, ``resnet32``, ``resnet56`` (CIFAR ResNets), ``mobilenetv2``
+(0.5 width, three downsamplings) and ``vgg11`` (half width, one hidden fully-connected layer).
+
 >>> from edge_tune.models import create_model
 >>> net = create_model("resnet20", num_classes=10, in_channels=1)
 """
@@ -64,4 +67,6 @@ def _import_user_model(spec: str) -> ModelFn:
 
 
 # The zoo registers itself on import.
+from edge_tune.models import mobilenet as _mobilenet  # noqa: E402,F401
 from edge_tune.models import resnet as _resnet  # noqa: E402,F401
+from edge_tune.models import vgg as _vgg  # noqa: E402,F401
