@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+import sys
+from collections.abc import Callable
+
+__all__ = ["UserError", "exit_code"]
 
 
 class UserError(Exception):
@@ -12,3 +15,13 @@ class UserError(Exception):
     exits with code 2. The message names the flag, file or key at fault and,
     where there is a finite set of valid choices, lists them.
     """
+
+
+def exit_code(prog: str, command: Callable[[], object]) -> int:
+    """Run a command-line tool's body: 0 when it returns, 2 with its message on a ``UserError``."""
+    try:
+        command()
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -34,6 +34,9 @@ __all__ = ["ExperimentConfig", "run_experiment"]
 EXIT_OK, EXIT_NO_FEASIBLE = 0, 3
 
 
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge_tune"  # baselines live here
+
+
 @dataclass
 class ExperimentConfig:
     space: SearchSpace
@@ -56,7 +59,7 @@ class ExperimentConfig:
     address: str | None = None  # Ray cluster to join; None starts a local one
     output_dir: Path = Path("edge_tune_results")  # experiments are folders in here
     name: str = ""  # experiment folder; default: <space>-<date>-<time>
-    cache_dir: Path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge_tune"
+    cache_dir: Path = field(default_factory=lambda: DEFAULT_CACHE)  # baselines
 
 
 def _log(msg: str) -> None:

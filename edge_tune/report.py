@@ -52,6 +52,7 @@ DETAIL_COLUMNS = (
     "device_gap_flag",
     "params",
     "zeros",
+    "int8",
     "macs_ratio",
     "ov_macs",
     "precision",
@@ -134,7 +135,7 @@ def write_outputs(
     experiment: dict[str, Any],
     baseline_layers: Sequence[LayerTiming] = (),
 ) -> tuple[TrialRow | None, list[dict[str, Any]]]:
-    """Write results.csv, best.json, best.onnx and layers.csv.
+    """Write results.csv, best.json, best.onnx (and best_int8.xml/.bin) and layers.csv.
 
     Returns the best feasible row (None if none) and the per-layer comparison of
     the chosen trial against the baseline (empty if it has no profile).
@@ -153,6 +154,9 @@ def write_outputs(
         if chosen.checkpoint is not None:
             schedule = yaml.safe_load((chosen.checkpoint / "schedule.yaml").read_text())
             shutil.copyfile(chosen.checkpoint / "model.onnx", out_dir / "best.onnx")
+            for suffix in (".xml", ".bin"):  # the INT8 IR the device ran, when the space quantizes
+                if (chosen.checkpoint / f"model_int8{suffix}").exists():
+                    shutil.copyfile(chosen.checkpoint / f"model_int8{suffix}", out_dir / f"best_int8{suffix}")
             if (chosen.checkpoint / "layers.csv").exists():
                 layers = compare_layers(baseline_layers, read_layers(chosen.checkpoint / "layers.csv"))
                 _write_csv(out_dir / "layers.csv", layers)

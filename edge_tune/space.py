@@ -214,7 +214,8 @@ def _check_finetune_keys(finetune: dict[str, Any]) -> None:
 def load_space(path: Path, name: str | None = None) -> SearchSpace:
     """Parse and validate a space file; every error names the file and key."""
     try:
-        doc = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        doc = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"{path}: cannot read the search space: {exc}") from exc
     try:
@@ -224,8 +225,37 @@ def load_space(path: Path, name: str | None = None) -> SearchSpace:
         for corner in (space.midpoint(), space.corner("low"), space.corner("high")):
             parse_schedule(space.render(corner)[0])  # schedule errors now, not in a trial
     except ValueError as exc:
-        raise UserError(f"{path}: {exc}") from exc
+        line = line_of(text, str(exc).split(":", 1)[0])
+        raise UserError(f"{path}{f', line {line}' if line else ''}: {exc}") from exc
     return space
+
+
+def line_of(text: str, key_path: str) -> int | None:
+    """The 1-based line of ``key_path`` (``schedule.pruners.p.class``, ``schedule.policies[2]``) in YAML ``text``.
+
+    The deepest part of the path that exists is given: an unknown key's
+    parent, at least.
+    """
+    try:
+        node: Any = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", key_path):
+        if isinstance(node, yaml.SequenceNode) and part.startswith("["):
+            index = int(part[1:-1])
+            if index >= len(node.value):
+                break
+            node = node.value[index]
+            line = node.start_mark.line + 1
+        elif isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        else:
+            break
+    return line
 
 
 def space_names(spaces_dir: Path = SPACES_DIR) -> list[str]:

@@ -15,12 +15,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
-from edge_tune.compression import CompressionScheduler, check_schedule_fits, parse_schedule
-from edge_tune.data import load_dataset
+from edge_tune.compression import CompressionScheduler, Schedule, check_schedule_fits, parse_schedule
+from edge_tune.compression.quantize import quantize_onnx
+from edge_tune.data import Dataset, load_dataset
 from edge_tune.device import LatencyResult, get_device
+from edge_tune.device.engine import unpack_ir
 from edge_tune.export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
 from edge_tune.objective import Objective
 from edge_tune.report import write_layers
@@ -67,7 +70,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     # Latency depends only on the architecture, which the schedule fixes in
     # advance: measure the planned network while fine-tuning runs.
     planned, _ = compression.planned_model()
-    latency_ref = None if ctx.measure_after_finetune else device.benchmark.remote(verify_and_export(planned, example))
+    latency_ref = None
+    if not ctx.measure_after_finetune:
+        latency_ref = device.benchmark.remote(deployable(planned, example, schedule, data)[1])
     del planned
 
     def epoch_end(epoch: int, loss: float, acc: Accuracy) -> None:
@@ -89,9 +94,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     fine_tune(model, data, cfg, on_epoch_start=compression.on_epoch_start, on_epoch_end=epoch_end)
     pruned = compression.finish()  # thins what the schedule left masked
     acc = evaluate(model, data.x_val, data.y_val)
-    final_onnx = verify_and_export(model, example)
-    on_device = ray.get(device.evaluate.remote(final_onnx))
-    latency = ray.get(latency_ref if latency_ref is not None else device.benchmark.remote(final_onnx))
+    final_onnx, final_blob = deployable(model, example, schedule, data)
+    on_device = ray.get(device.evaluate.remote(final_blob))
+    latency = ray.get(latency_ref if latency_ref is not None else device.benchmark.remote(final_blob))
     if latency.ov_macs != pruned.macs_after:  # O0: the device runs the network we pruned
         raise ExportMismatch(f"OpenVINO counts {latency.ov_macs:,} MACs, PyTorch {pruned.macs_after:,}")
     if list(latency.ov_conv_shapes) != conv_shapes_torch(model):
@@ -110,6 +115,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         "macs_ratio": pruned.macs_after / ctx.baseline_macs,
         "channels": {g.members[0]: g.channels_after for g in pruned.groups},
         "zeros": pruned.zeros,
+        "int8": schedule.quantizer is not None,
         "feasible": ctx.objective.feasible(top1),
         "constraint": ctx.objective.constraint(top1),
         "score": ctx.objective.score(top1, latency.speedup),
@@ -117,6 +123,10 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "model.onnx").write_bytes(final_onnx)
+        if final_blob is not final_onnx:  # the INT8 IR the device ran
+            xml, weights = unpack_ir(final_blob) or (b"", b"")
+            Path(tmp, "model_int8.xml").write_bytes(xml)
+            Path(tmp, "model_int8.bin").write_bytes(weights)
         Path(tmp, "schedule.yaml").write_text(yaml.safe_dump(schedule.raw, sort_keys=False))
         write_layers(Path(tmp, "layers.csv"), latency.layers)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -144,6 +154,16 @@ def latency_metrics(latency: LatencyResult) -> dict[str, Any]:
         "latency_cached": latency.cached,
         **{f: getattr(latency, f) for f in fields},
     }
+
+
+def deployable(model: torch.nn.Module, example: torch.Tensor, schedule: Schedule, data: Dataset) -> tuple[bytes, bytes]:
+    """(verified ONNX, what the device runs): the ONNX itself, or its INT8 IR when the schedule quantizes."""
+    onnx_bytes = verify_and_export(model, example)
+    if schedule.quantizer is None:
+        return onnx_bytes, onnx_bytes
+    # Calibration: a fixed sample of training images, never the validation split.
+    order = np.random.default_rng(0).permutation(len(data.x_train))[: schedule.quantizer.calibration_images]
+    return onnx_bytes, quantize_onnx(onnx_bytes, schedule.quantizer, data.x_train[np.sort(order)].numpy())
 
 
 def verify_and_export(model: torch.nn.Module, example: torch.Tensor) -> bytes:

@@ -109,7 +109,7 @@ def test_schedule_policies_and_lr_steps():
     ("over", "key"),
     [
         ({"version": 2}, "schedule.version"),
-        ({"quantizers": {}}, "schedule.quantizers"),
+        ({"regularizers": {}}, "schedule.regularizers"),
         (
             {
                 "policies": [
@@ -318,3 +318,22 @@ def test_agp_pruner_errors_name_the_key(change, message):
     doc["pruners"]["filter_pruner"] = {k: v for k, v in doc["pruners"]["filter_pruner"].items() if v is not None}
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_schedule(doc)
+
+
+@pytest.mark.parametrize(
+    ("quantizer", "message"),
+    [
+        ({"class": "QuantAwareTrainRangeLinearQuantizer"}, "unsupported quantizer"),
+        ({"class": "PostTrainLinearQuantizer", "bits_parameters": 4}, "bits_parameters: only 8"),
+        ({"class": "PostTrainLinearQuantizer", "mode": "FLOAT"}, "mode: 'FLOAT'"),
+        ({"class": "PostTrainLinearQuantizer", "clip_acts": "AVG"}, "clip_acts: unsupported key"),
+    ],
+)
+def test_quantizer_errors_name_the_key(quantizer, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_schedule(_doc(quantizers={"q": quantizer}))
+
+
+def test_post_train_quantizer_defaults():
+    q = parse_schedule(_doc(quantizers={"q": {"class": "PostTrainLinearQuantizer"}})).quantizer
+    assert q is not None and q.symmetric and q.per_channel_wts and q.calibration_images == 300

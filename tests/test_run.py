@@ -125,6 +125,16 @@ def test_hybrid_agp_schedule_thins_mid_fine_tuning_end_to_end(smoke, cache_dir, 
     assert float(row["macs"]) <= 40_518_272 and int(row["zeros"]) >= 0
 
 
+def test_int8_space_runs_the_quantized_model_on_the_device(smoke, cache_dir, tmp_path):
+    proc = run_smoke("filter_prune_int8", cache_dir, tmp_path, "--name", "int8", "--num-samples", "1")
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    (row,) = list(csv.DictReader(open(tmp_path / "int8" / "results.csv")))
+    assert row["status"] == "ok" and row["int8"] == "True" and int(row["ov_macs"]) == int(row["macs"])
+    layers = list(csv.DictReader(open(tmp_path / "int8" / "layers.csv")))
+    assert any("i8" in r["exec_type_best"].lower() for r in layers), layers[:3]  # INT8 kernels ran
+    assert (tmp_path / "int8" / "best_int8.xml").stat().st_size > 0 or row["feasible"] != "True"
+
+
 def test_cifar_without_data_dir_exits_2_naming_the_flag(tmp_path):
     proc = run_cli("--space", "filter_prune", "--dataset", "cifar10", cwd=REPO)
     assert proc.returncode == 2 and "--data-dir" in proc.stderr and "cifar-10-batches-py" in proc.stderr

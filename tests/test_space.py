@@ -98,3 +98,21 @@ def test_malformed_yaml_names_file(tmp_path):
     path = write(tmp_path, "params: [unclosed\n")
     with pytest.raises(UserError, match=r"space\.yaml"):
         load_space(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "words"),
+    [
+        (
+            ("class: L1RankedStructureParameterPruner", "class: SplicingPruner"),
+            12,
+            "unsupported pruner 'SplicingPruner'",
+        ),
+        (("      step_size: ${k}", "      step_size: ${k}\n      bogus: 1"), 20, "lr.bogus: unsupported key"),
+        (("epochs: [0]", "epochs: zero"), 22, "epochs: must be a list"),
+    ],
+)
+def test_schedule_errors_give_the_line(tmp_path, edit, line, words):
+    with pytest.raises(UserError) as err:
+        load_space(write(tmp_path, VALID.replace(*edit)))
+    assert f"space.yaml, line {line}:" in str(err.value) and words in str(err.value)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from edge_tune.compression import CompressionScheduler, count_macs_params, parse_schedule
+from edge_tune.compression.quantize import quantize_onnx
 from edge_tune.data import Dataset
 from edge_tune.device import DeviceConfig, DeviceRunner, TimingPlan
 from edge_tune.export import conv_shapes_torch, structure_hash, to_onnx, verify_export
@@ -26,7 +27,7 @@ def small(digits):
 
 
 def test_the_spaces_the_research_asks_about_ship():
-    assert {"filter_prune", "channel_prune", "fine_grained_agp", "hybrid"} <= set(space_names())
+    assert {"filter_prune", "channel_prune", "fine_grained_agp", "filter_prune_int8", "hybrid"} <= set(space_names())
 
 
 @pytest.mark.parametrize("name", space_names())
@@ -53,10 +54,15 @@ def test_space_runs_its_schedule_for_real(name, small):
     onnx_bytes = to_onnx(model, example)
     verify_export(onnx_bytes, model)
     assert structure_hash(onnx_bytes) == structure_hash(to_onnx(planned, example))  # measured in advance = final
-    runner = DeviceRunner(FAST, baseline_onnx)
-    latency = runner.benchmark(onnx_bytes)
+    runner = DeviceRunner(FAST, baseline_onnx, (small.x_val.numpy(), small.y_val.numpy()))
+    blob = quantize_onnx(onnx_bytes, schedule.quantizer, small.x_train.numpy()) if schedule.quantizer else onnx_bytes
+    latency = runner.benchmark(blob)
     assert latency.ov_macs == count_macs_params(model, example)[0] == report.macs_after
     assert list(latency.ov_conv_shapes) == conv_shapes_torch(model)
+    if schedule.quantizer:  # O0: the device really runs INT8 kernels
+        convs = [lt for lt in latency.layers if lt.node_type == "Convolution"]
+        assert convs and all("i8" in lt.exec_type.lower() for lt in convs), [lt.exec_type for lt in convs]
+        assert abs(runner.evaluate(blob).top1 - runner.evaluate(onnx_bytes).top1) <= 100 * 4 / 64  # a few images
     if any(s.group_type in ("Filters", "Channels") for s in schedule.pruners.values()):
         assert report.macs_after <= report.macs_before
     if any(s.group_type in ("Elements", "Rows") and s.sparsity >= 0.1 for s in schedule.pruners.values()):

@@ -261,6 +261,16 @@ class Pruner:
                     mask[index] = False
                     self._set_mask(f"{cut.spec.name}:{id(cut.root)}", module, pname, mask)
 
+    def group_members(self, conv: nn.Module) -> tuple[str, ...]:
+        """The layers whose filters go together with ``conv``'s (coupled by residual adds), in model order."""
+        group = self._graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=[0])
+        inside = {
+            id(dep.target.module)
+            for dep, _ in group
+            if dep.handler.__name__.endswith("out_channels") and isinstance(dep.target.module, nn.Conv2d)
+        }
+        return tuple(n for n, m in self.model.named_modules() if id(m) in inside)
+
     # -- masks ---------------------------------------------------------------------------------
     def _set_mask(self, source: str, module: nn.Module, pname: str, mask: torch.Tensor) -> None:
         key = (source, id(module), pname)

@@ -18,6 +18,7 @@ __all__ = [
     "Policy",
     "PrunerKind",
     "PrunerSpec",
+    "QuantizerSpec",
     "Schedule",
     "agp_target",
     "check_schedule_fits",
@@ -119,12 +120,49 @@ class Policy:
         return in_range and (epoch - self.starting_epoch) % self.frequency == 0
 
 
+@dataclass(frozen=True)
+class QuantizerSpec:
+    """Distiller's ``PostTrainLinearQuantizer``, executed by NNCF on the OpenVINO model."""
+
+    name: str
+    symmetric: bool = True  # mode SYMMETRIC; ASYMMETRIC_* quantize activations asymmetrically
+    per_channel_wts: bool = True  # one scale per output channel of each weight
+    calibration_images: int = 300  # training images NNCF collects statistics on (edge_tune's key)
+
+
+_QUANT_MODES = {"SYMMETRIC": True, "ASYMMETRIC_UNSIGNED": False, "ASYMMETRIC_SIGNED": False}
+
+
+def _parse_quantizers(d: Any) -> QuantizerSpec | None:
+    if not d:
+        return None
+    if not isinstance(d, dict) or len(d) != 1:
+        raise ValueError("schedule.quantizers: must hold exactly one quantizer")
+    (name, q), where = next(iter(d.items())), f"schedule.quantizers.{next(iter(d))}"
+    if not isinstance(q, dict) or q.get("class") != "PostTrainLinearQuantizer":
+        cls = q.get("class") if isinstance(q, dict) else None
+        raise ValueError(f"{where}.class: unsupported quantizer {cls!r}; supported: PostTrainLinearQuantizer (INT8)")
+    allowed = {"class", "bits_activations", "bits_parameters", "bits_accum", "mode", "per_channel_wts"}
+    _check_keys(q, allowed | {"calibration_images"}, where)
+    for key, bits in (("bits_activations", 8), ("bits_parameters", 8), ("bits_accum", 32)):
+        if q.get(key, bits) != bits:
+            raise ValueError(f"{where}.{key}: only {bits} is supported (the device's INT8), got {q[key]!r}")
+    mode = q.get("mode", "SYMMETRIC")
+    if mode not in _QUANT_MODES:
+        raise ValueError(f"{where}.mode: {mode!r} is not one of {', '.join(_QUANT_MODES)}")
+    images = q.get("calibration_images", 300)
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise ValueError(f"{where}.calibration_images: must be a whole number >= 1, got {images!r}")
+    return QuantizerSpec(name, _QUANT_MODES[mode], bool(q.get("per_channel_wts", True)), images)
+
+
 @dataclass
 class Schedule:
     pruners: dict[str, PrunerSpec] = field(default_factory=dict)
     extensions: dict[str, str] = field(default_factory=dict)  # instance -> class
     lr_schedulers: dict[str, LRSchedulerSpec] = field(default_factory=dict)
     policies: list[Policy] = field(default_factory=list)
+    quantizer: QuantizerSpec | None = None  # post-training INT8, after fine-tuning
     raw: dict[str, Any] = field(default_factory=dict)  # the concrete document, for best.json
 
     def pruners_at(self, epoch: int) -> list[tuple[PrunerSpec, Policy]]:
@@ -270,7 +308,7 @@ def parse_schedule(doc: Any) -> Schedule:
     """Validate a concrete schedule (no ``${...}`` left) and return it typed."""
     if not isinstance(doc, dict):
         raise ValueError("schedule: must be a mapping")
-    _check_keys(doc, {"version", "pruners", "extensions", "lr_schedulers", "policies"}, "schedule")
+    _check_keys(doc, {"version", "pruners", "extensions", "lr_schedulers", "quantizers", "policies"}, "schedule")
     if doc.get("version") != 1:
         raise ValueError(f"schedule.version: must be 1 (Distiller's format), got {doc.get('version')!r}")
     sched = Schedule(raw=doc)
@@ -287,6 +325,7 @@ def parse_schedule(doc: Any) -> Schedule:
         sched.extensions[name] = cls
     for name, d in (doc.get("lr_schedulers") or {}).items():
         sched.lr_schedulers[name] = _parse_lr_scheduler(name, d)
+    sched.quantizer = _parse_quantizers(doc.get("quantizers"))
     sched.policies = [_parse_policy(i, d, sched) for i, d in enumerate(doc.get("policies") or [])]
     used = {(p.kind, p.instance) for p in sched.policies}
     for kind, names in (("pruner", sched.pruners), ("lr_scheduler", sched.lr_schedulers)):
@@ -308,4 +347,9 @@ def _parse_lr_scheduler(name: str, d: Any) -> LRSchedulerSpec:
             f"{where}.class: {cls!r} is not a torch.optim.lr_scheduler class "
             "(e.g. StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR)"
         )
-    return LRSchedulerSpec(name, cls, {k: v for k, v in d.items() if k != "class"})
+    kwargs = {k: v for k, v in d.items() if k != "class"}
+    import inspect
+
+    accepted = set(inspect.signature(getattr(lrs, cls)).parameters) - {"optimizer", "self"}
+    _check_keys(kwargs, accepted, where)  # torch would only complain in the middle of a trial
+    return LRSchedulerSpec(name, cls, kwargs)

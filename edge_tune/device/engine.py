@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import platform
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,7 +39,7 @@ import numpy as np
 from edge_tune.device.profile import LayerTiming, layers_from_counters, profile_layers
 from edge_tune.device.timing import TimingPlan, interleave
 
-__all__ = ["Engine", "LegacyEngine", "ModelError", "OpenVINOEngine", "open_engine"]
+__all__ = ["Engine", "LegacyEngine", "ModelError", "OpenVINOEngine", "open_engine", "pack_ir", "unpack_ir"]
 
 
 class ModelError(ValueError):
@@ -48,6 +49,23 @@ class ModelError(ValueError):
 def _clean(exc: BaseException) -> str:
     """OpenVINO's message without its C++ source locations."""
     return " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip() and "src/" not in ln)[:300]
+
+
+IR_MAGIC = b"OVIR1\0"  # a model blob holding OpenVINO IR instead of ONNX
+
+
+def pack_ir(xml: bytes, weights: bytes) -> bytes:
+    """One blob for an OpenVINO IR (an INT8 model from NNCF, say): magic, uint64 len(xml), xml, bin."""
+    return IR_MAGIC + struct.pack(">Q", len(xml)) + xml + weights
+
+
+def unpack_ir(blob: bytes) -> tuple[bytes, bytes] | None:
+    """(xml, bin) of a ``pack_ir`` blob, or None for anything else (ONNX)."""
+    if not blob.startswith(IR_MAGIC):
+        return None
+    (n,) = struct.unpack(">Q", blob[len(IR_MAGIC) : len(IR_MAGIC) + 8])
+    start = len(IR_MAGIC) + 8
+    return blob[start : start + n], blob[start + n :]
 
 
 class Engine:
@@ -81,11 +99,13 @@ class Engine:
         }
 
     def load(self, onnx_bytes: bytes) -> dict[str, Any]:
-        """Read a model: its handle, static input shape (or None) and conv+FC MACs of one image."""
+        """Read a model (ONNX, or an OpenVINO IR packed by ``pack_ir``): its handle, static input
+        shape (or None), and what ``inspect_graph`` sees."""
         try:
             model = self._read(onnx_bytes)
         except Exception as exc:  # each runtime raises RuntimeError subclasses of its own
-            raise ModelError("the device cannot read this model as ONNX: " + _clean(exc)) from None
+            kind = "OpenVINO IR" if onnx_bytes.startswith(IR_MAGIC) else "ONNX"
+            raise ModelError(f"the device cannot read this model as {kind}: " + _clean(exc)) from None
         self._next += 1
         self._models[self._next] = model
         return {"handle": self._next, "input_shape": self._input_shape(model), **self._graph(model)}
@@ -219,6 +239,9 @@ class OpenVINOEngine(Engine):
         return self.core.get_property(self.device, name)
 
     def _read(self, onnx_bytes: bytes) -> Any:
+        ir = unpack_ir(onnx_bytes)
+        if ir is not None:
+            return self.core.read_model(model=ir[0].decode(), weights=self._ov.Tensor(np.frombuffer(ir[1], np.uint8)))
         return self.core.read_model(onnx_bytes)
 
     def _input_shape(self, model: Any) -> list[int] | None:
@@ -279,7 +302,9 @@ class LegacyEngine(Engine):
         return self.core.get_metric(self.device, name)
 
     def _read(self, onnx_bytes: bytes) -> Any:
-        return self.core.read_network(model=onnx_bytes, weights=b"", init_from_buffer=True)
+        ir = unpack_ir(onnx_bytes)  # an IR from a newer OpenVINO than 2021.4 fails here, clearly
+        model, weights = ir if ir is not None else (onnx_bytes, b"")
+        return self.core.read_network(model=model, weights=weights, init_from_buffer=True)
 
     def _input_shape(self, model: Any) -> list[int] | None:
         return [int(d) for d in next(iter(model.input_info.values())).input_data.shape]

@@ -11,13 +11,14 @@ gets them alike.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from edge_tune.device.engine import Engine, ModelError, open_engine
+from edge_tune.device.engine import Engine, ModelError, open_engine, unpack_ir
 from edge_tune.device.profile import LayerTiming
 from edge_tune.device.remote import RemoteEngine
 from edge_tune.device.timing import ABSamples, TimingPlan, cv
@@ -71,6 +72,17 @@ class DeviceAccuracy:
     top1: float  # percent, compiled model on the device
     top5: float
     images: int
+
+
+def model_structure(blob: bytes) -> str:
+    """The latency cache's key: the ONNX graph's structure, or an IR's XML (its weights live in the bin)."""
+    ir = unpack_ir(blob)
+    return structure_hash(blob) if ir is None else "ir-" + hashlib.sha256(ir[0]).hexdigest()[:16]
+
+
+def model_content(blob: bytes) -> str:
+    """The accuracy cache's key: structure and weights."""
+    return content_hash(blob)
 
 
 def _layers(rows: list[dict[str, Any]]) -> tuple[LayerTiming, ...]:
@@ -172,7 +184,7 @@ class DeviceRunner:
         start = time.perf_counter()
         model = self._load(onnx_bytes)  # first: a corrupt file fails here, clearly
         try:
-            key = structure_hash(onnx_bytes)
+            key = model_structure(onnx_bytes)
             if self.cfg.cache and key in self._latency_cache:
                 self.stats["cache_hits"] += 1
                 return replace(self._latency_cache[key], cached=True)
@@ -212,7 +224,7 @@ class DeviceRunner:
         """Top-1/top-5 of the compiled model on the validation images, one image at a time."""
         if self._labels is None:
             raise RuntimeError("set_eval_data() must be called before evaluate()")
-        key = content_hash(onnx_bytes)
+        key = model_content(onnx_bytes)
         if key in self._accuracy_cache:
             self.stats["cache_hits"] += 1
             return self._accuracy_cache[key]
