@@ -135,6 +135,32 @@ def test_int8_space_runs_the_quantized_model_on_the_device(smoke, cache_dir, tmp
     assert (tmp_path / "int8" / "best_int8.xml").stat().st_size > 0 or row["feasible"] != "True"
 
 
+def test_cifar100_runs_end_to_end_with_a_hundred_classes(cache_dir, tmp_path):
+    """Objective O2: a dataset with ten times digits' classes, through the whole pipeline."""
+    import onnx
+    from test_data import cifar_rows, dump
+
+    folder = tmp_path / "data" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for first, name, per_class in [(0, "train", 3), (300, "test", 1)]:
+        fine = [c for c in range(100) for _ in range(per_class)]
+        dump(folder / name, {b"fine_labels": fine, b"coarse_labels": [f // 5 for f in fine],
+                             b"data": cifar_rows(first, len(fine))})  # fmt: skip
+    dump(folder / "meta", {b"fine_label_names": [f"class{i}".encode() for i in range(100)]})
+    proc = run_smoke(
+        "filter_prune", cache_dir, tmp_path / "out", "--name", "c100", "--num-samples", "1",
+        "--dataset", "cifar100", "--data-dir", str(tmp_path / "data"), "--accuracy-threshold", "0",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "out" / "c100"
+    (row,) = list(csv.DictReader(open(exp / "results.csv")))
+    assert row["status"] == "ok" and int(row["ov_macs"]) == int(row["macs"])
+    assert json.loads((exp / "experiment.json").read_text())["dataset"] == "cifar100"
+    graph = onnx.load(str(exp / "best.onnx")).graph
+    assert [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim] == [1, 100]
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 32]
+
+
 def test_cifar_without_data_dir_exits_2_naming_the_flag(tmp_path):
     proc = run_cli("--space", "filter_prune", "--dataset", "cifar10", cwd=REPO)
     assert proc.returncode == 2 and "--data-dir" in proc.stderr and "cifar-10-batches-py" in proc.stderr
