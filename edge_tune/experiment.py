@@ -31,9 +31,10 @@ from edge_tune.trial import TrialContext, run_trial, verify_and_export
 
 __all__ = ["ExperimentConfig", "run_experiment"]
 
-EXIT_OK, EXIT_NO_FEASIBLE = 0, 3
+EXIT_OK, EXIT_NO_FEASIBLE, EXIT_INTERRUPTED = 0, 3, 130
 
 
+RUN_FILE = "edge_tune_run.json"  # in the experiment folder: the command line, for --resume
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge_tune"  # baselines live here
 
 
@@ -56,6 +57,8 @@ class ExperimentConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     trial_cpus: int = 1  # CPUs (torch threads) per trial
     measure_after_finetune: bool = False  # benchmark after fine-tuning instead of during it (slower)
+    resume: bool = False  # continue the experiment output_dir/name: finished trials are kept, not re-run
+    argv: list[str] = field(default_factory=list)  # the command line, saved so --resume can rebuild this config
     address: str | None = None  # Ray cluster to join; None starts a local one
     output_dir: Path = Path("edge_tune_results")  # experiments are folders in here
     name: str = ""  # experiment folder; default: <space>-<date>-<time>
@@ -196,11 +199,22 @@ def _search(
     name = cfg.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = cfg.output_dir.resolve()
     tuner = _build_tuner(cfg, ctx, searcher, concurrent, name, storage)
+    if not cfg.resume:  # what --resume needs to rebuild this run; written before any trial
+        (storage / name).mkdir(parents=True, exist_ok=True)
+        run = {"argv": cfg.argv, "space": str(space.path.resolve()), "cwd": os.getcwd()}
+        (storage / name / RUN_FILE).write_text(json.dumps(run, indent=2))
     _log(f"searching {space.name}: {cfg.num_samples} trials, {concurrent} at a time, searcher {cfg.searcher}")
     search_started = time.perf_counter()
     results = tuner.fit()
     search_seconds = time.perf_counter() - search_started
     rows = rows_from_results(results)
+    done = [r for r in rows if r.status == "ok" or r.error != "no final result"]
+    if len(done) < cfg.num_samples:  # Ctrl-C: Tune stopped early and kept its state
+        _log(
+            f"interrupted: {len(done)} of {cfg.num_samples} trials finished and are kept in {storage / name}; "
+            f"continue with: python -m edge_tune.run --resume {storage / name}"
+        )
+        return EXIT_INTERRUPTED
     experiment = {
         "space": space.name,
         "model": baseline.model_name,
@@ -237,6 +251,10 @@ def _build_tuner(
     from ray.tune.search import ConcurrencyLimiter
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.trial_cpus})
+    if cfg.resume:
+        # Finished (and errored) trials are kept as they are; unfinished ones start again. The
+        # searcher comes back from the experiment folder with every observation it had.
+        return tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True, resume_errored=False)
     return tune.Tuner(
         trainable,
         param_space=ctx.space.to_tune() if cfg.searcher == "random" else {},

@@ -7,6 +7,7 @@ Precedence, fixed: built-in defaults, then the search space file (its
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import replace
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
             "keeping top-1 above a threshold."
         ),
     )
-    p.add_argument("--space", required=True, help="search space: a name in search_spaces/ or a .yaml path")
+    p.add_argument("--space", default=None, help="search space: a name in search_spaces/ or a .yaml path (required)")
     p.add_argument(
         "--accuracy-threshold",
         default=None,
@@ -81,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="time each trial's model after fine-tuning, not during it (the serial order; for comparison)",
     )
     p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="continue an interrupted experiment folder with its own settings; finished trials are not re-run",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="2 trials of 1 fine-tune epoch (or as few as the schedule needs) on a 4-epoch baseline: a quick try",
@@ -91,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _positive(flag: str, value: int | None) -> None:
     if value is not None and value < 1:
         raise UserError(f"{flag} {value}: must be at least 1")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume is None:
+        if args.space is None:
+            parser.error("the following arguments are required: --space")
+        return args
+    if [a for a in argv if a.startswith("--") and a != "--resume"]:
+        raise UserError("--resume takes the experiment's own settings; give it no other flags")
+    return resume_args(args.resume)
 
 
 def _interpreter(path: str) -> None:
@@ -150,12 +170,32 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return cfg
 
 
+def resume_args(folder: Path) -> argparse.Namespace:
+    """The saved command line of the experiment in ``folder``, pointed back at that folder."""
+    from edge_tune.experiment import RUN_FILE
+
+    saved = folder / RUN_FILE
+    if not saved.is_file():
+        raise UserError(f"--resume {folder}: not an edge_tune experiment folder (it has no {RUN_FILE})")
+    run = json.loads(saved.read_text())
+    args = build_parser().parse_args(run["argv"])
+    args.space = run["space"]  # resolved when saved: --resume may run from another folder
+    for flag in ("data_dir", "cache_dir"):
+        if getattr(args, flag) is not None:
+            setattr(args, flag, Path(run["cwd"]) / getattr(args, flag))
+    args.output_dir, args.name, args.resume = folder.resolve().parent, folder.resolve().name, folder
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
         from edge_tune.experiment import run_experiment
 
-        return run_experiment(config_from_args(args))
+        args = _parse(argv)
+        cfg = config_from_args(args)
+        cfg.argv, cfg.resume = list(argv), args.resume is not None
+        return run_experiment(cfg)
     except UserError as exc:
         print(f"edge-tune: error: {exc}", file=sys.stderr)
         return 2

@@ -178,6 +178,7 @@ class ConstrainedBayesOpt(Searcher):
         self._pending = state["pending"]
         self._suggested = state["suggested"]
         self._optimizer._random_state.set_state(state["rng"])
+        print(f"[edge_tune] searcher restored with {len(self._observations)} observation(s)", flush=True)
 
 
 def _finite(v: Any) -> bool:

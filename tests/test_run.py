@@ -100,16 +100,20 @@ def test_missing_device_exits_2_listing_devices(smoke, cache_dir, tmp_path):
     assert "MYRIAD" in proc.stderr and "available: CPU" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_device_python_hosts_openvino_2021_4_for_the_whole_run(smoke, cache_dir, tmp_path, legacy_python):
-    proc = run_smoke("filter_prune", cache_dir, tmp_path, "--name", "legacy", "--device-python", legacy_python)
+def test_device_python_hosts_openvino_2021_4_for_a_whole_agp_run(smoke, cache_dir, tmp_path, legacy_python):
+    """Two things at once, to spare CI a run: OpenVINO 2021.4 under --device-python measures every trial,
+    and the hybrid AGP schedule thins filters in the middle of fine-tuning, through Ray."""
+    proc = run_smoke(
+        "hybrid", cache_dir, tmp_path, "--name", "legacy", "--num-samples", "1", "--device-python", legacy_python
+    )
     assert proc.returncode in (0, 3), proc.stderr[-3000:]
     assert "on OpenVINO 2021.4" in proc.stdout
     stats = json.loads((tmp_path / "legacy" / "experiment.json").read_text())["device_stats"]
     assert stats["api"] == "ie" and stats["python"].startswith("3.") and stats["server_pid"]
-    rows = list(csv.DictReader(open(tmp_path / "legacy" / "results.csv")))
-    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
-    for r in rows:  # the legacy runtime ran the same pruned network, and agrees on accuracy
-        assert int(r["ov_macs"]) == int(r["macs"]) and abs(float(r["top1"]) - float(r["top1_device"])) <= 0.6
+    (row,) = list(csv.DictReader(open(tmp_path / "legacy" / "results.csv")))
+    assert row["status"] == "ok" and int(row["ov_macs"]) == int(row["macs"])  # the thinned network, counted there
+    assert abs(float(row["top1"]) - float(row["top1_device"])) <= 0.6  # and the legacy runtime agrees on accuracy
+    assert int(row["macs"]) <= 40_518_272 and int(row["zeros"]) >= 0
 
 
 def test_missing_device_python_exits_2_before_anything_starts(tmp_path):
@@ -117,26 +121,9 @@ def test_missing_device_python_exits_2_before_anything_starts(tmp_path):
     assert proc.returncode == 2 and "--device-python" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_hybrid_agp_schedule_thins_mid_fine_tuning_end_to_end(smoke, cache_dir, tmp_path):
-    proc = run_smoke("hybrid", cache_dir, tmp_path, "--name", "hybrid", "--num-samples", "1")
-    assert proc.returncode in (0, 3), proc.stderr[-3000:]
-    (row,) = list(csv.DictReader(open(tmp_path / "hybrid" / "results.csv")))
-    assert row["status"] == "ok" and int(row["ov_macs"]) == int(row["macs"])  # the device ran the thinned network
-    assert float(row["macs"]) <= 40_518_272 and int(row["zeros"]) >= 0
-
-
-def test_int8_space_runs_the_quantized_model_on_the_device(smoke, cache_dir, tmp_path):
-    proc = run_smoke("filter_prune_int8", cache_dir, tmp_path, "--name", "int8", "--num-samples", "1")
-    assert proc.returncode in (0, 3), proc.stderr[-3000:]
-    (row,) = list(csv.DictReader(open(tmp_path / "int8" / "results.csv")))
-    assert row["status"] == "ok" and row["int8"] == "True" and int(row["ov_macs"]) == int(row["macs"])
-    layers = list(csv.DictReader(open(tmp_path / "int8" / "layers.csv")))
-    assert any("i8" in r["exec_type_best"].lower() for r in layers), layers[:3]  # INT8 kernels ran
-    assert (tmp_path / "int8" / "best_int8.xml").stat().st_size > 0 or row["feasible"] != "True"
-
-
 def test_cifar100_runs_end_to_end_with_a_hundred_classes(cache_dir, tmp_path):
-    """Objective O2: a dataset with ten times digits' classes, through the whole pipeline."""
+    """Objective O2, a dataset with ten times digits' classes, through the whole pipeline; and, to spare CI
+    a run, the INT8 space: the device runs NNCF's quantized model."""
     import onnx
     from test_data import cifar_rows, dump
 
@@ -148,14 +135,17 @@ def test_cifar100_runs_end_to_end_with_a_hundred_classes(cache_dir, tmp_path):
                              b"data": cifar_rows(first, len(fine))})  # fmt: skip
     dump(folder / "meta", {b"fine_label_names": [f"class{i}".encode() for i in range(100)]})
     proc = run_smoke(
-        "filter_prune", cache_dir, tmp_path / "out", "--name", "c100", "--num-samples", "1",
+        "filter_prune_int8", cache_dir, tmp_path / "out", "--name", "c100", "--num-samples", "1",
         "--dataset", "cifar100", "--data-dir", str(tmp_path / "data"), "--accuracy-threshold", "0",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / "out" / "c100"
     (row,) = list(csv.DictReader(open(exp / "results.csv")))
-    assert row["status"] == "ok" and int(row["ov_macs"]) == int(row["macs"])
+    assert row["status"] == "ok" and int(row["ov_macs"]) == int(row["macs"]) and row["int8"] == "True"
     assert json.loads((exp / "experiment.json").read_text())["dataset"] == "cifar100"
+    layers = list(csv.DictReader(open(exp / "layers.csv")))
+    assert any("i8" in r["exec_type_best"].lower() for r in layers), layers[:3]  # INT8 kernels ran
+    assert (exp / "best_int8.xml").stat().st_size > 0 and (exp / "best_int8.bin").stat().st_size > 0
     graph = onnx.load(str(exp / "best.onnx")).graph
     assert [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim] == [1, 100]
     assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 32]
