@@ -21,9 +21,18 @@ import torch
 from edge_tune.compression import apply_pruners, check_schedule_fits, count_macs_params, parse_schedule
 from edge_tune.data import Dataset, load_dataset
 from edge_tune.device import DeviceConfig, start_device
+from edge_tune.early_stop import make_scheduler
 from edge_tune.errors import UserError
 from edge_tune.objective import Objective, check_reachable, parse_threshold
-from edge_tune.report import format_layers, format_table, rank, rows_from_results, write_outputs
+from edge_tune.report import (
+    closest_infeasible,
+    format_layers,
+    format_table,
+    pareto_front,
+    rank,
+    rows_from_results,
+    write_outputs,
+)
 from edge_tune.search import make_searcher
 from edge_tune.space import SearchSpace
 from edge_tune.train import Baseline, TrainConfig, load_or_train_baseline
@@ -46,10 +55,13 @@ class ExperimentConfig:
     data_dir: Path | None = None  # where cifar10/cifar100/imagefolder live (--data-dir)
     accuracy_threshold: str = "-1.0"  # "97.5" = top-1 >= 97.5%; "-1.0" = at most 1 point below baseline
     accuracy_weight: float = 1.0  # score per 100 accuracy points beside ln(speedup)
+    objective: str = "constrained"  # constrained | combined (see objective.py)
+    latency_weight: float = 0.07  # combined: the exponent of the speed-up
+    early_stop: str = "threshold"  # threshold | asha | none (see early_stop.py)
     num_samples: int = 16  # trials
     max_concurrent: int = 0  # trials at once; 0 = as many as the CPUs left beside the device allow
     initial_points: int = 4  # random trials before the Gaussian process proposes
-    searcher: str = "bayesopt"  # bayesopt | random
+    searcher: str = "bayesopt"  # bayesopt | optuna | random | grid
     seed: int = 0  # searcher, baseline training, fine-tuning
     baseline: TrainConfig = field(default_factory=TrainConfig)  # baseline training recipe
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=0.01))  # under the space's
@@ -116,6 +128,12 @@ def _progress_callback(total: int) -> Any:
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.done += 1
             m = trial.last_result or {}
+            if not m.get("final"):
+                _log(
+                    f"trial {self.done}/{total} {trial.trial_id}: stopped early after epoch {m.get('epoch')}, "
+                    f"top1 {m.get('top1', float('nan')):.2f}%"
+                )
+                return
             _log(
                 f"trial {self.done}/{total} {trial.trial_id}: speedup {m.get('speedup', float('nan')):.3f}x, "
                 f"top1 {m.get('top1', float('nan')):.2f}% (device {m.get('top1_device', float('nan')):.2f}%), "
@@ -150,7 +168,7 @@ def run_experiment(cfg: ExperimentConfig) -> int:
     )
     threshold = threshold_spec.resolve(baseline.accuracy.top1)
     check_reachable(threshold, baseline.accuracy.top1, threshold_spec)
-    objective = Objective(threshold, cfg.accuracy_weight)
+    objective = Objective(threshold, cfg.accuracy_weight, cfg.objective, cfg.latency_weight)
     ray = start_ray(cfg)
     try:
         return _search(cfg, space, data, baseline, objective, finetune, started, ray)
@@ -193,12 +211,16 @@ def _search(
         cfg.device.actor_name,
         cfg.measure_after_finetune,
     )
-    searcher = make_searcher(cfg.searcher, space.params, cfg.initial_points, cfg.seed)
+    searcher = make_searcher(
+        cfg.searcher, space.params, cfg.initial_points, cfg.seed, cfg.num_samples, objective.constrained
+    )
     total = int(ray.cluster_resources().get("CPU", 1))
     concurrent = cfg.max_concurrent or max(1, (total - cfg.device.threads) // cfg.trial_cpus)
     name = cfg.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = cfg.output_dir.resolve()
-    tuner = _build_tuner(cfg, ctx, searcher, concurrent, name, storage)
+    epochs = int({**space.finetune, **cfg.finetune_overrides}.get("epochs", finetune.epochs))
+    scheduler = make_scheduler(cfg.early_stop, objective.threshold, epochs)
+    tuner = _build_tuner(cfg, ctx, searcher, scheduler, concurrent, name, storage)
     if not cfg.resume:  # what --resume needs to rebuild this run; written before any trial
         (storage / name).mkdir(parents=True, exist_ok=True)
         run = {"argv": cfg.argv, "space": str(space.path.resolve()), "cwd": os.getcwd()}
@@ -208,7 +230,7 @@ def _search(
     results = tuner.fit()
     search_seconds = time.perf_counter() - search_started
     rows = rows_from_results(results)
-    done = [r for r in rows if r.status == "ok" or r.error != "no final result"]
+    done = [r for r in rows if r.status != "error" or r.error != "no final result"]
     if len(done) < cfg.num_samples:  # Ctrl-C: Tune stopped early and kept its state
         _log(
             f"interrupted: {len(done)} of {cfg.num_samples} trials finished and are kept in {storage / name}; "
@@ -236,6 +258,10 @@ def _search(
         "precision": base_latency.precision,
         "finetune": {**asdict(finetune), **space.finetune, **cfg.finetune_overrides},
         "searcher": cfg.searcher,
+        "objective": objective.kind,
+        "latency_weight": objective.latency_weight,
+        "early_stop": cfg.early_stop,
+        "stopped_early": sum(r.status == "stopped" for r in rows),
         "num_samples": cfg.num_samples,
         "wall_seconds": time.perf_counter() - started,
         "search_seconds": search_seconds,
@@ -245,27 +271,34 @@ def _search(
 
 
 def _build_tuner(
-    cfg: ExperimentConfig, ctx: TrialContext, searcher: Any, concurrent: int, name: str, storage: Path
+    cfg: ExperimentConfig,
+    ctx: TrialContext,
+    searcher: Any,
+    scheduler: Any,
+    concurrent: int,
+    name: str,
+    storage: Path,
 ) -> Any:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
+
+    # Tune saves its experiment state (trials, searcher) at most this often. Trials take tens of
+    # seconds, so saving within a second of every event costs nothing and means a driver killed
+    # with kill -9 loses at most that second: no finished trial is run again after --resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.trial_cpus})
     if cfg.resume:
         # Finished (and errored) trials are kept as they are; unfinished ones start again. The
         # searcher comes back from the experiment folder with every observation it had.
         return tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True, resume_errored=False)
+    # The searcher carries the metric ("score", max); none is given here, so that ASHA may rank by top1.
     return tune.Tuner(
         trainable,
-        param_space=ctx.space.to_tune() if cfg.searcher == "random" else {},
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent)
-            if cfg.searcher != "random"
-            else searcher,
-            metric="score",
-            mode="max",
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
+            scheduler=scheduler,
             num_samples=cfg.num_samples,
-            max_concurrent_trials=concurrent if cfg.searcher == "random" else None,
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -303,11 +336,25 @@ def _finish(
         print(format_layers(layers))
     _log(f"wall time {experiment['wall_seconds']:.0f}s; results in {out_dir}")
     (out_dir / "experiment.json").write_text(json.dumps(experiment, indent=2, default=str))
+    front = pareto_front(rows)
+    if front:
+        print("Pareto front (top-1 as the lower of PyTorch and device, against latency), fastest first:")
+        for r in front:
+            m = r.metrics
+            print(
+                f"  {r.trial_id}: {m['latency_ms']:.3f} ms ({m['speedup']:.3f}x), top1 "
+                f"{min(m['top1'], m.get('top1_device', m['top1'])):.2f}%{'' if r.feasible else '  (below threshold)'}"
+            )
     if best is None:
-        _log(
-            f"no trial reached the threshold of {objective.threshold:.2f}% top-1; "
-            "best.json holds the best trial that completed, marked infeasible"
+        closest = closest_infeasible(rows)
+        detail = (
+            f"; the closest was {closest.trial_id} at top1 {closest.metrics['top1']:.2f}% "
+            f"({-closest.metrics['constraint']:.2f} points short, speedup {closest.metrics['speedup']:.3f}x), "
+            "kept in best.json marked infeasible; try a lower threshold or more fine-tuning epochs"
+            if closest is not None
+            else ""
         )
+        _log(f"no trial of {len(rows)} reached the threshold of {objective.threshold:.2f}% top-1{detail}")
         return EXIT_NO_FEASIBLE
     m = best.metrics
     _log(

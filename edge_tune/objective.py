@@ -1,7 +1,9 @@
 """The search objective: accuracy and latency to a score and a constraint.
 
-score      = ln(speedup) + accuracy_weight * (top1 - threshold) / 100
-constraint = top1 - threshold          (feasible when >= 0)
+``constrained`` (the default)::
+
+    score      = ln(speedup) + accuracy_weight * (top1 - threshold) / 100
+    constraint = top1 - threshold          (feasible when >= 0)
 
 ``top1`` is the lower of the PyTorch and the on-device figure: what ships is
 the compiled model, and both must clear the bar. ``ln(speedup)`` makes a 10%
@@ -9,6 +11,18 @@ latency cut worth the same at any scale; with the default weight of 1.0 one
 accuracy point is worth about 1% of latency, so latency dominates and accuracy
 breaks near-ties (ties inside the measurement's own noise). The threshold is a
 constraint for the searcher, never folded into the score as a penalty.
+
+``combined``: one number trading accuracy against latency, with no constraint
+for the searcher, as in single-metric formulations of the problem. The form
+is MnasNet's weighted product (Tan et al., 2019), ACC * (LAT / LAT_base)^-w::
+
+    score = ln(top1 / 100) + latency_weight * ln(speedup)      (w = 0.07)
+
+With w = 0.07 one point of top-1 near 99% is worth about a 15% speed-up. The
+threshold still decides which trials are feasible and reported as the answer;
+it just does not steer the search. It is there for comparison
+(docs/benchmarks/search.md): a weighted sum has no weight that means "keep
+97.9%", which is why the constrained form is the default.
 """
 
 from __future__ import annotations
@@ -19,7 +33,9 @@ from dataclasses import dataclass
 
 from edge_tune.errors import UserError
 
-__all__ = ["Objective", "Threshold", "parse_threshold"]
+__all__ = ["OBJECTIVES", "Objective", "Threshold", "parse_threshold"]
+
+OBJECTIVES = ("constrained", "combined")
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 
@@ -56,7 +72,13 @@ def parse_threshold(text: str) -> Threshold:
 @dataclass(frozen=True)
 class Objective:
     threshold: float  # top-1, percent, absolute
-    accuracy_weight: float = 1.0  # score per 100 accuracy points, relative to ln(speedup)
+    accuracy_weight: float = 1.0  # constrained: score per 100 accuracy points, relative to ln(speedup)
+    kind: str = "constrained"  # constrained | combined
+    latency_weight: float = 0.07  # combined: the exponent w of the speed-up
+
+    @property
+    def constrained(self) -> bool:
+        return self.kind == "constrained"
 
     def constraint(self, top1: float) -> float:
         return top1 - self.threshold
@@ -67,6 +89,8 @@ class Objective:
     def score(self, top1: float, speedup: float) -> float:
         if not (math.isfinite(top1) and math.isfinite(speedup)) or speedup <= 0:
             return math.nan
+        if self.kind == "combined":
+            return math.log(max(top1, 1e-6) / 100.0) + self.latency_weight * math.log(speedup)
         return math.log(speedup) + self.accuracy_weight * (top1 - self.threshold) / 100.0
 
 

@@ -17,9 +17,11 @@ from edge_tune.device.profile import LayerTiming
 
 __all__ = [
     "TrialRow",
+    "closest_infeasible",
     "compare_layers",
     "format_layers",
     "format_table",
+    "pareto_front",
     "rank",
     "rows_from_results",
     "write_layers",
@@ -84,7 +86,9 @@ class TrialRow:
 
 
 def rows_from_results(results: Any) -> list[TrialRow]:
-    """One row per trial of a Ray Tune ``ResultGrid``."""
+    """One row per trial of a Ray Tune ``ResultGrid``: ``ok``, ``stopped`` (early, for accuracy) or ``error``."""
+    from edge_tune.early_stop import STOPPED_FILE
+
     rows = []
     for r in results:
         metrics = dict(r.metrics or {})
@@ -92,13 +96,40 @@ def rows_from_results(results: Any) -> list[TrialRow]:
         trial_id = str(metrics.get("trial_id") or Path(r.path).name)
         error = "" if ok else (str(r.error).strip().splitlines()[-1] if r.error else "no final result")
         ckpt = Path(r.checkpoint.path) if ok and r.checkpoint is not None else None
-        rows.append(TrialRow(trial_id, "ok" if ok else "error", dict(r.config or {}), metrics, error, ckpt))
+        status = "ok" if ok else "error"
+        stopped = Path(r.path, STOPPED_FILE)
+        if not ok and r.error is None and stopped.is_file():
+            status, error = "stopped", json.loads(stopped.read_text())["reason"]
+            metrics["feasible"] = False
+        rows.append(TrialRow(trial_id, status, dict(r.config or {}), metrics, error, ckpt))
     return rows
 
 
+def closest_infeasible(rows: list[TrialRow]) -> TrialRow | None:
+    """Of the trials that finished, the one nearest the threshold (largest constraint), then the best score."""
+
+    def key(r: TrialRow) -> tuple[float, float]:
+        c = r.metrics.get("constraint")
+        return (float(c) if isinstance(c, (int, float)) and math.isfinite(c) else -math.inf, r.score)
+
+    return max((r for r in rows if r.status == "ok"), key=key, default=None)
+
+
+def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
+    """Finished trials no other trial beats on both top-1 (the lower of PyTorch and device) and latency,
+    fastest first."""
+    points = []
+    for r in rows:
+        top1, latency = r.metrics.get("top1"), r.metrics.get("latency_ms")
+        if r.status == "ok" and isinstance(top1, (int, float)) and isinstance(latency, (int, float)):
+            points.append((min(top1, r.metrics.get("top1_device", top1)), latency, r))
+    front = [r for a, la, r in points if not any(b >= a and lb <= la and (b > a or lb < la) for b, lb, _ in points)]
+    return sorted(front, key=lambda r: r.metrics["latency_ms"])
+
+
 def rank(rows: list[TrialRow]) -> list[TrialRow]:
-    """Feasible trials by score, then infeasible ones by score, then errored ones."""
-    return sorted(rows, key=lambda r: (not r.feasible, r.status != "ok", -r.score))
+    """Feasible trials by score, then infeasible ones by score, then stopped and errored ones."""
+    return sorted(rows, key=lambda r: (not r.feasible, r.status != "ok", r.status != "stopped", -r.score))
 
 
 def _fmt(v: Any) -> str:
@@ -145,8 +176,10 @@ def write_outputs(
     table = [_table_row(r, params) for r in ranked]
     fieldnames = list(dict.fromkeys(k for row in table for k in row))
     _write_csv(out_dir / "results.csv", table, fieldnames)
+    front = [_table_row(r, params) for r in pareto_front(rows)]
+    _write_csv(out_dir / "pareto.csv", front, list(dict.fromkeys(k for row in front for k in row)) or ["trial_id"])
     best = next((r for r in ranked if r.feasible), None)
-    chosen = best or next((r for r in ranked if r.status == "ok"), None)
+    chosen = best or closest_infeasible(rows)
     layers: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"experiment": experiment, "feasible": best is not None}
     if chosen is not None:

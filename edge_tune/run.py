@@ -35,14 +35,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help="top-1 to keep: 97.5 (absolute, percent) or -1.0 (points below the baseline); default -1.0",
     )
-    p.add_argument("--accuracy-weight", type=float, default=None, help="score weight of accuracy (default 1.0)")
+    p.add_argument(
+        "--objective",
+        default="constrained",
+        choices=["constrained", "combined"],
+        help="constrained: the fastest model above the threshold (default); combined: maximise "
+        "ln(top1) + w ln(speedup), MnasNet's weighted form, with no constraint for the searcher (for comparison)",
+    )
+    p.add_argument("--accuracy-weight", type=float, default=None, help="constrained: score weight of accuracy (1.0)")
+    p.add_argument("--latency-weight", type=float, default=0.07, help="combined: the exponent w (default 0.07)")
     p.add_argument("--num-samples", type=int, default=None, help="number of trials (default: space file, else 16)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: CPUs beside the device)")
     p.add_argument(
         "--epochs", type=int, default=None, help="fine-tuning epochs per trial (default: space file, else 3)"
     )
     p.add_argument("--baseline-epochs", type=int, default=None, help="baseline training epochs (default 15)")
-    p.add_argument("--searcher", default="bayesopt", choices=["bayesopt", "random"])
+    p.add_argument(
+        "--searcher",
+        default="bayesopt",
+        choices=["bayesopt", "optuna", "random", "grid"],
+        help="bayesopt: GP with the threshold as a constraint model (default); optuna: constrained TPE; "
+        "random; grid: one uniform ratio for every parameter, swept from low to high",
+    )
+    p.add_argument(
+        "--early-stop",
+        default="threshold",
+        choices=["threshold", "asha", "none"],
+        help="threshold: stop a trial that cannot reach the threshold after fine-tuning (default); "
+        "asha: Ray's ASHA on top-1; none",
+    )
     p.add_argument("--initial-points", type=int, default=None, help="random trials before BO (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="", help="zoo model or package.module:function (default: the space file's)")
@@ -151,6 +172,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.accuracy_threshold = args.accuracy_threshold if args.accuracy_threshold is not None else "-1.0"
     cfg.accuracy_weight = args.accuracy_weight if args.accuracy_weight is not None else cfg.accuracy_weight
     cfg.searcher, cfg.seed, cfg.address, cfg.name = args.searcher, args.seed, args.address, args.name
+    cfg.objective, cfg.latency_weight, cfg.early_stop = args.objective, args.latency_weight, args.early_stop
     cfg.model, cfg.dataset = args.model, args.dataset
     cfg.data_dir = args.data_dir.resolve() if args.data_dir else None  # trials run in other folders
     timing = TimingPlan(target_ci=args.target_ci / 100, time_cap_s=args.time_cap)

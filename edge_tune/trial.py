@@ -82,6 +82,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         tune.report(
             {
                 "epoch": epoch + 1,
+                "epochs": cfg.epochs,
                 "loss": loss,
                 "top1": acc.top1,
                 "top5": acc.top5,
@@ -104,6 +105,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     top1 = min(acc.top1, on_device.top1)
     metrics = {
         "epoch": cfg.epochs,
+        "epochs": cfg.epochs,
         "top1": acc.top1,
         "top5": acc.top5,
         "top1_device": on_device.top1,

@@ -32,3 +32,13 @@ def test_unreachable_threshold_names_the_baseline():
         check_reachable(99.5, 98.2, parse_threshold("99.5"))
     assert "unreachable" in str(err.value) and "98.20" in str(err.value)
     check_reachable(98.0, 98.2, parse_threshold("98"))
+
+
+def test_combined_objective_is_mnasnets_weighted_product():
+    obj = Objective(threshold=97.0, kind="combined", latency_weight=0.07)
+    assert not obj.constrained and Objective(97.0).constrained
+    assert obj.score(99.0, 1.0) == pytest.approx(math.log(0.99))
+    # ACC * speedup^w: doubling the speed-up multiplies the product by 2^0.07.
+    assert math.exp(obj.score(90.0, 2.0) - obj.score(90.0, 1.0)) == pytest.approx(2**0.07)
+    # It trades accuracy for speed below the threshold, which the constraint never does.
+    assert obj.score(96.0, 1.5) > obj.score(98.0, 1.0) and not obj.feasible(96.0)

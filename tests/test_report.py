@@ -1,6 +1,6 @@
 import json
 
-from edge_tune.report import TrialRow, format_table, rank, write_outputs
+from edge_tune.report import TrialRow, closest_infeasible, format_table, pareto_front, rank, write_outputs
 
 
 def row(tid, feasible, score, status="ok"):
@@ -23,3 +23,33 @@ def test_table_and_files(tmp_path):
     assert summary["feasible"] is False and summary["trial_id"] == "a"
     lines = (tmp_path / "results.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[1].startswith("a,ok")
+
+
+def measured(tid, top1, latency, feasible, device=None):
+    metrics = {"top1": top1, "top1_device": top1 if device is None else device, "latency_ms": latency}
+    metrics |= {"feasible": feasible, "constraint": top1 - 97.0, "speedup": 1.0 / latency, "score": 0.0}
+    return TrialRow(tid, "ok", {"r": 0.5}, metrics)
+
+
+def test_pareto_front_of_top1_and_latency(tmp_path):
+    rows = [
+        measured("fast", 95.0, 0.4, False),
+        measured("mid", 97.5, 0.6, True),
+        measured("dominated", 97.0, 0.7, True),  # slower and less accurate than "mid"
+        measured("accurate", 99.0, 0.9, True),
+        measured("device_worse", 99.5, 0.8, True, device=96.0),  # judged at its device top-1: 96.0, dominated
+        TrialRow("err", "error", {"r": 0.1}, {}, "boom"),
+    ]
+    assert [r.trial_id for r in pareto_front(rows)] == ["fast", "mid", "accurate"]
+    write_outputs(tmp_path, rows, ["r"], {"space": "x"})
+    lines = (tmp_path / "pareto.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["fast", "mid", "accurate"]
+
+
+def test_no_feasible_trial_reports_the_closest_infeasible(tmp_path):
+    rows = [measured("far", 90.0, 0.3, False), measured("near", 96.5, 0.8, False), measured("mid", 94.0, 0.5, False)]
+    rows[0].metrics["score"] = 5.0  # the best score is not the closest to the threshold
+    assert closest_infeasible(rows).trial_id == "near"
+    best, _ = write_outputs(tmp_path, rows, ["r"], {"space": "x"})
+    summary = json.loads((tmp_path / "best.json").read_text())
+    assert best is None and summary["feasible"] is False and summary["trial_id"] == "near"

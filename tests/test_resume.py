@@ -1,4 +1,5 @@
-"""An interrupted search resumes without repeating finished trials: a real Ctrl-C of a real run."""
+"""An interrupted search resumes without repeating finished trials: a real Ctrl-C, and a real kill -9 of the
+driver, of a real run."""
 
 import csv
 import json
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import REPO, run_cli
 
 
@@ -20,7 +22,8 @@ def _finished_trials(exp: Path) -> dict[str, int]:
     return {k: v for k, v in out.items() if v}
 
 
-def test_ctrl_c_then_resume_keeps_finished_trials(cache_dir, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupt_then_resume_keeps_finished_trials(cache_dir, tmp_path, sig):
     exp = tmp_path / "out" / "resumable"
     cmd = [sys.executable, "-m", "edge_tune.run", "--space", "filter_prune", "--smoke", "--num-samples", "2",
            "--max-concurrent", "1", "--cache-dir", str(cache_dir), "--output-dir", str(tmp_path / "out"),
@@ -32,10 +35,16 @@ def test_ctrl_c_then_resume_keeps_finished_trials(cache_dir, tmp_path):
     assert proc.poll() is None, "the run ended before it could be interrupted"
     before = _finished_trials(exp)
     assert len(before) >= 1
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    if sig == signal.SIGKILL:
+        time.sleep(3)  # Tune saves its state within a second of the trial's end; kill -9 gives it no other chance
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 130, out[-2000:]
-    assert "--resume" in out and not (exp / "results.csv").exists()  # it really stopped before the end
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, out[-2000:]
+        assert "--resume" in out
+    else:
+        assert proc.returncode == -9
+    assert not (exp / "results.csv").exists()  # it really stopped before the end
 
     resumed = run_cli("--resume", str(exp), cwd=tmp_path)  # from another folder, as a user might
     assert resumed.returncode in (0, 3), resumed.stderr[-3000:] + resumed.stdout[-2000:]

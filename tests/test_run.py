@@ -43,6 +43,8 @@ def test_smoke_run_writes_results(smoke):
         assert math.isfinite(float(r["speedup"])) and float(r["speedup"]) > 0
         assert float(r["speedup_cv"]) >= 0 and r["precision"] == "f32"
     assert (best["feasible"] is True) == (proc.returncode == 0)
+    front = list(csv.DictReader(open(exp / "pareto.csv")))
+    assert 1 <= len(front) <= 2 and "Pareto front" in proc.stdout
 
 
 def test_best_onnx_has_the_pruned_shapes(smoke):
@@ -160,7 +162,7 @@ def test_cifar_without_data_dir_exits_2_naming_the_flag(tmp_path):
 def test_nan_trials_are_recorded_as_errored_and_the_search_goes_on(smoke, cache_dir, tmp_path):
     space = tmp_path / "nan_lr.yaml"
     space.write_text(NAN_SPACE)
-    proc = run_smoke(str(space), cache_dir, tmp_path / "out", "--name", "nan")
+    proc = run_smoke(str(space), cache_dir, tmp_path / "out", "--name", "nan", "--searcher", "optuna")
     assert proc.returncode == 3, proc.stderr[-3000:]  # nothing feasible: every trial errored
     rows = list(csv.DictReader(open(tmp_path / "out" / "nan" / "results.csv")))
     assert len(rows) == 2 and all(r["status"] == "error" for r in rows)  # the second trial still ran
@@ -168,6 +170,27 @@ def test_nan_trials_are_recorded_as_errored_and_the_search_goes_on(smoke, cache_
     best = json.loads((tmp_path / "out" / "nan" / "best.json").read_text())
     assert best["feasible"] is False and "trial_id" not in best
     assert "errored, the search goes on" in proc.stdout
+
+
+def test_threshold_no_trial_meets_ends_naming_the_closest(smoke, cache_dir, tmp_path):
+    # A uniform sweep of 80-90% filter pruning with 1 fine-tuning epoch cannot stay within
+    # half a point of the baseline: the run says so and keeps the trial nearest the threshold.
+    space = tmp_path / "heavy.yaml"
+    space.write_text(
+        (REPO / "search_spaces" / "filter_prune.yaml").read_text().replace("low: 0.0, high: 0.9", "low: 0.8, high: 0.9")
+    )
+    proc = run_smoke(
+        str(space), cache_dir, tmp_path / "out", "--name", "heavy", "--searcher", "grid", "--accuracy-threshold", "-0.5"
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:] + proc.stdout[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "out" / "heavy" / "results.csv")))
+    assert sorted(float(r["config/stage1_ratio"]) for r in rows) == pytest.approx([0.8, 0.9])  # the sweep's ends
+    assert all(r["status"] == "ok" and r["feasible"] == "False" for r in rows)
+    best = json.loads((tmp_path / "out" / "heavy" / "best.json").read_text())
+    judged = {r["trial_id"]: min(float(r["top1"]), float(r["top1_device"])) for r in rows}
+    assert best["feasible"] is False and judged[best["trial_id"]] == max(judged.values())
+    assert "no trial of 2 reached the threshold" in proc.stdout
+    assert f"the closest was {best['trial_id']}" in proc.stdout
 
 
 def test_results_dir_is_inside_output_dir(smoke):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from edge_tune.search import ConstrainedBayesOpt, make_searcher
+from edge_tune.search import ConstrainedBayesOpt, OptunaTPE, RandomSearch, UniformSweep, make_searcher
 from edge_tune.space import Param
 
 PARAMS = {"x": Param("x", "float", 0.0, 1.0), "y": Param("y", "float", 0.0, 1.0)}
@@ -66,11 +66,26 @@ def test_typed_parameters_come_back_typed():
         assert cfg["g"] in ("Filters", "Channels")
 
 
-def test_pending_suggestions_differ():
-    s = ConstrainedBayesOpt(PARAMS, initial_points=2, seed=0)
-    drive(s, 4)
-    pending = [s.suggest(f"p{i}") for i in range(3)]
-    assert len({tuple(sorted(c.items())) for c in pending}) == 3
+def _linf(a, b):
+    return max(abs(a[k] - b[k]) for k in a)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_four_concurrent_suggestions_are_informative_not_duplicates(seed):
+    # Kriging believer: each pending point is held at the GPs' prediction, so the next
+    # proposal is the model's best elsewhere, not the same argmax again and not a random fill-in.
+    def four(believer):
+        s = ConstrainedBayesOpt(PARAMS, initial_points=4, seed=seed, believer=believer, min_distance=distance)
+        drive(s, 8)
+        return [s.suggest(f"p{i}") for i in range(4)], s.origins[-4:]
+
+    distance = 0.05
+    spread, origins = four(believer=True)
+    assert origins == ["model"] * 4  # each one the model's choice, none a random fill-in
+    assert min(_linf(a, b) for i, a in enumerate(spread) for b in spread[:i]) >= distance
+    distance = 0.0
+    collapsed, _ = four(believer=False)  # the same optimiser without it proposes one point four times
+    assert max(_linf(a, b) for i, a in enumerate(collapsed) for b in collapsed[:i]) < 0.01
 
 
 def test_save_and_restore(tmp_path):
@@ -111,4 +126,73 @@ def test_never_reruns_a_point_already_run():
     configs = [c for c, _ in results]
     for i, a in enumerate(configs):
         for b in configs[:i]:
-            assert max(abs(a["x"] - b["x"]), abs(a["y"] - b["y"])) >= 0.02
+            assert max(abs(a["x"] - b["x"]), abs(a["y"] - b["y"])) >= 0.05
+
+
+def test_a_trial_stopped_for_accuracy_teaches_the_constraint_model():
+    s = ConstrainedBayesOpt(PARAMS, initial_points=2, seed=0)
+    drive(s, 3)
+    s.suggest("stopped")
+    s.on_trial_complete("stopped", {"score": math.nan, "constraint": -5.0})  # no latency yet, clearly infeasible
+    _, target, constraint = s.observations[-1]
+    assert constraint == -5.0 and target == min(t for _, t, _ in s.observations[:-1])
+    s.suggest("unknown")
+    s.on_trial_complete("unknown", {"score": math.nan, "constraint": 0.5})  # feasible without a score: no use
+    assert len(s.observations) == 4
+
+
+def test_unconstrained_mode_ignores_the_constraint():
+    # The combined objective: the searcher maximises the score alone.
+    s = make_searcher("bayesopt", PARAMS, 3, 0, constrained=False)
+    results = drive(s, 12, lambda c: {"score": c["x"] + c["y"], "constraint": -1.0})
+    assert s._optimizer.constraint is None
+    assert max(r["score"] for _, r in results) > 1.8  # the corner a constraint would forbid
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_optuna_tpe_respects_the_constraint(seed):
+    s = OptunaTPE(PARAMS, initial_points=5, seed=seed)
+    results = drive(s, 25)
+    best = max(r["score"] for _, r in results if r["constraint"] >= 0)
+    assert best > 0.85
+    late = results[15:]
+    assert sum(r["constraint"] >= -0.25 for _, r in late) >= len(late) // 2
+
+
+def test_optuna_tpe_seeded_errors_skipped_and_restored(tmp_path):
+    a = [cfg for cfg, _ in drive(OptunaTPE(PARAMS, seed=3), 8)]
+    b = [cfg for cfg, _ in drive(OptunaTPE(PARAMS, seed=3), 8)]
+    assert a == b
+    s = OptunaTPE(PARAMS, seed=0)
+    s.suggest("err")
+    s.on_trial_complete("err", {"score": 1.0, "constraint": 1.0}, error=True)
+    s.suggest("nan")
+    s.on_trial_complete("nan", {"score": math.nan, "constraint": 1.0})
+    assert s.observations == []
+    drive(s, 5)
+    s.save(str(tmp_path / "tpe.pkl"))
+    restored = OptunaTPE(PARAMS, seed=0)
+    restored.restore(str(tmp_path / "tpe.pkl"))
+    assert restored.observations == s.observations and len(restored._study.trials) == 5
+    assert set(restored.suggest("next")) == {"x", "y"}
+
+
+def test_random_search_is_seeded_typed_and_in_range():
+    params = {**PARAMS, "k": Param("k", "int", 1, 3), "g": Param("g", "choice", values=("a", "b"))}
+    a = [RandomSearch(params, seed=4).suggest(str(i)) for i in range(1)]
+    s = RandomSearch(params, seed=4)
+    draws = [s.suggest(str(i)) for i in range(200)]
+    assert draws[0] == a[0]
+    assert all(0 <= d["x"] <= 1 and d["k"] in (1, 2, 3) and d["g"] in ("a", "b") for d in draws)
+    assert {d["k"] for d in draws} == {1, 2, 3} and {d["g"] for d in draws} == {"a", "b"}
+
+
+def test_uniform_sweep_moves_every_ratio_together_then_finishes():
+    params = {"a": Param("a", "float", 0.0, 0.9), "b": Param("b", "float", 0.1, 0.5), "k": Param("k", "int", 1, 5)}
+    s = make_searcher("grid", params, 0, 0, num_samples=5)
+    assert isinstance(s, UniformSweep)
+    sweep = [s.suggest(str(i)) for i in range(5)]
+    assert [c["a"] for c in sweep] == pytest.approx([0.0, 0.225, 0.45, 0.675, 0.9])
+    assert [c["b"] for c in sweep] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert [c["k"] for c in sweep] == [1, 2, 3, 4, 5]
+    assert s.suggest("6") == UniformSweep.FINISHED

@@ -70,7 +70,8 @@ def test_unknown_space_lists_the_found_ones():
     ("edit", "key"),
     [
         (("desired_sparsity: ${r}", "desired_sparsity: ${undefined}"), "schedule.pruners.p.desired_sparsity"),
-        (("low: 0.1, high: 0.7", "low: 0.9, high: 0.7"), "params.r"),
+        (("low: 0.1, high: 0.7", "low: 0.9, high: 0.7"), "params.r"),  # inverted
+        (("low: 0.1, high: 0.7", "low: 0.7, high: 0.7"), "params.r"),  # empty
         (("type: int, low: 1", "type: integer, low: 1"), "params.k.type"),
         (("values: [Filters, Channels]", "values: [Filters]"), "params.c.values"),
         (("model: resnet20", "model: resnet20\nepochs: 3"), "epochs"),

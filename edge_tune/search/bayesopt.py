@@ -1,4 +1,4 @@
-"""Searchers: ``ConstrainedBayesOpt`` over bayesian-optimization 3.x, and random search.
+"""``ConstrainedBayesOpt``: Bayesian optimisation over bayesian-optimization 3.x.
 
 Lifecycle (Ray Tune's ``Searcher`` contract): Tune calls ``suggest(trial_id)``
 for each new trial, ``on_trial_complete(trial_id, result, error)`` when it
@@ -7,6 +7,14 @@ registers (params, score, constraint) with bayes_opt, whose constraint model
 learns the probability that ``constraint >= 0`` and whose acquisition is
 expected improvement weighted by that probability. Errored trials and NaN or
 infinite results never reach the optimiser.
+
+Parallel trials (kriging believer): while trials are pending, the GPs are
+fitted on the finished ones, each pending point is registered with what the
+GPs predict for it (score and constraint), and the acquisition is maximised
+on that augmented set. Its variance collapses at pending points, so the next
+proposal goes elsewhere, where the model still expects improvement: four
+concurrent suggestions are four informative, different points, not four
+copies of the same argmax (``tests/test_search.py``).
 """
 
 from __future__ import annotations
@@ -19,10 +27,9 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
-from edge_tune.errors import UserError
 from edge_tune.space import Param
 
-__all__ = ["SEARCHERS", "ConstrainedBayesOpt", "make_searcher"]
+__all__ = ["ConstrainedBayesOpt"]
 
 
 class ConstrainedBayesOpt(Searcher):
@@ -42,7 +49,9 @@ class ConstrainedBayesOpt(Searcher):
         initial_points: int = 4,
         seed: int = 0,
         noise: float = 1e-2,
-        min_distance: float = 0.02,
+        min_distance: float = 0.05,
+        constrained: bool = True,
+        believer: bool = True,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.params = params
@@ -54,15 +63,21 @@ class ConstrainedBayesOpt(Searcher):
         # near-identical points and the acquisition keeps proposing those.
         self.noise = noise  # GP alpha, on the normalised targets
         # Pruning ratios round to channel counts, so points closer than this
-        # (L-inf, as a fraction of each range) than one already run or pending are
-        # the same network: they are replaced, never run twice.
+        # (L-inf, as a fraction of each range) to one already run or pending are
+        # mostly the same network (one channel of a 16-wide layer is 6% of it):
+        # they are asked for again with the point held as pending, never run twice.
         self.min_distance = min_distance
+        # False: a plain (unconstrained) maximisation of the metric, for the
+        # combined accuracy-latency objective, which has no constraint.
+        self.constrained = constrained
+        self.believer = believer  # kriging believer on pending points (off only to show why it is on)
+        self.origins: list[str] = []  # per suggestion: random | model | feasibility | random (too close)
         self._pending: dict[str, dict[str, Any]] = {}
         self._observations: list[tuple[dict[str, Any], float, float]] = []
         self._suggested = 0
         self._optimizer = self._new_optimizer()
 
-    def _new_optimizer(self) -> Any:
+    def _new_optimizer(self, random_state: Any = None) -> Any:
         from bayes_opt import BayesianOptimization
         from scipy.optimize import NonlinearConstraint
 
@@ -71,14 +86,15 @@ class ConstrainedBayesOpt(Searcher):
             opt = BayesianOptimization(
                 f=None,
                 pbounds={n: p.bo_bounds() for n, p in self.params.items()},
-                constraint=NonlinearConstraint(None, 0.0, np.inf),
-                random_state=self.seed,
+                constraint=NonlinearConstraint(None, 0.0, np.inf) if self.constrained else None,
+                random_state=random_state if random_state is not None else self.seed,
                 verbose=0,
                 allow_duplicate_points=True,
             )
         opt.set_gp_params(alpha=self.noise)
-        assert opt.constraint is not None
-        for gp in opt.constraint._model:  # bayes_opt has no public setter for the constraint's GPs
+        for gp in (
+            opt.constraint._model if opt.constraint is not None else ()
+        ):  # bayes_opt has no public setter for the constraint's GPs
             gp.set_params(alpha=self.noise)
         return opt
 
@@ -98,29 +114,54 @@ class ConstrainedBayesOpt(Searcher):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if self._suggested < self.initial_points or len(self._observations) < 2:
-                config = self._random()
+                config, origin = self._random(), "random"
             else:
-                config = self._typed(self._propose())
+                config, origin = self._propose()
+                config = self._typed(config)
+                for retry in range(3 if self.believer else 0):  # hold the too-close point as pending, ask again
+                    if not self._too_close(config):
+                        break
+                    self._pending[f"\0retry{retry}"] = config
+                    config, origin = self._propose()
+                    config = self._typed(config)
+                self._pending = {k: v for k, v in self._pending.items() if not k.startswith("\0retry")}
                 if self._too_close(config):
-                    config = self._random()
+                    config, origin = self._random(), "random (too close)"
+        self.origins.append(origin)
         self._pending[trial_id] = config
         self._suggested += 1
         return dict(config)
 
-    def _propose(self) -> dict[str, Any]:
+    def _propose(self) -> tuple[dict[str, Any], str]:
         from bayes_opt.exception import NoValidPointRegisteredError
 
+        optimizer = self._with_believed_pending() if self.believer and self._pending else self._optimizer
         try:
-            return self._optimizer.suggest()
+            return optimizer.suggest(), "model"
         except NoValidPointRegisteredError:
-            return self._most_likely_feasible()
+            return self._most_likely_feasible(optimizer), "feasibility"
 
-    def _most_likely_feasible(self, candidates: int = 2000) -> dict[str, Any]:
+    def _with_believed_pending(self) -> Any:
+        """A copy of the optimiser that also holds each pending point at the GPs' prediction for it."""
+        real = self._optimizer
+        real.acquisition_function._fit_gp(real._gp, real.space)
+        xs = np.array([real.space.params_to_array(c) for c in self._pending.values()])
+        scores = real._gp.predict(xs)
+        constraints = real.constraint.approx(xs).reshape(len(xs)) if self.constrained else [None] * len(xs)
+        believed = self._new_optimizer(random_state=real._random_state)  # shares the RNG: stays deterministic
+        for config, target, constraint in self._observations:
+            believed.register(config, target, constraint_value=constraint if self.constrained else None)
+        for config, score, constraint in zip(self._pending.values(), scores, constraints, strict=True):
+            c = None if constraint is None else float(constraint)
+            believed.register(config, float(score), constraint_value=c)
+        return believed
+
+    def _most_likely_feasible(self, optimizer: Any, candidates: int = 2000) -> dict[str, Any]:
         """Before any trial is feasible, expected improvement is undefined: go where
         the constraint model gives the highest probability of feasibility."""
-        space = self._optimizer.space
+        space = optimizer.space
         space.constraint.fit(space.params, space._constraint_values)
-        xs = np.array([space.random_sample(random_state=self._optimizer._random_state) for _ in range(candidates)])
+        xs = np.array([space.random_sample(random_state=optimizer._random_state) for _ in range(candidates)])
         return space.array_to_params(xs[int(np.argmax(space.constraint.predict(xs)))])
 
     def _random(self, tries: int = 20) -> dict[str, Any]:
@@ -143,14 +184,27 @@ class ConstrainedBayesOpt(Searcher):
         if config is None or error or not result:
             return
         target, constraint = result.get(self.metric), result.get(self.constraint_metric)
-        if not _finite(target) or not _finite(constraint):
+        if not self.constrained:
+            constraint = 0.0
+        if not finite(constraint):
             return
-        assert target is not None and constraint is not None
+        constraint = float(constraint)  # type: ignore[arg-type]
         sign = 1.0 if self.mode == "max" else -1.0
-        self._observations.append((config, sign * float(target), float(constraint)))
+        if not finite(target):
+            # A trial stopped early for accuracy has no latency, hence no score, but it did
+            # teach the constraint model where the threshold is missed. Its score, irrelevant
+            # to expected improvement since it is infeasible, is set to the worst seen.
+            if not (self.constrained and constraint < 0 and self._observations):
+                return
+            target = sign * min(t for _, t, _ in self._observations)
+        assert target is not None and constraint is not None
+        self._record(config, sign * float(target), float(constraint))
+
+    def _record(self, config: dict[str, Any], target: float, constraint: float) -> None:
+        self._observations.append((config, target, constraint))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._optimizer.register(config, sign * float(target), constraint_value=float(constraint))
+            self._optimizer.register(config, target, constraint_value=constraint if self.constrained else None)
 
     @property
     def observations(self) -> list[tuple[dict[str, Any], float, float]]:
@@ -162,6 +216,7 @@ class ConstrainedBayesOpt(Searcher):
             "observations": self._observations,
             "pending": self._pending,
             "suggested": self._suggested,
+            "origins": self.origins,
             "rng": self._optimizer._random_state.get_state(),
         }
         with open(checkpoint_path, "wb") as f:
@@ -173,27 +228,13 @@ class ConstrainedBayesOpt(Searcher):
         self._optimizer = self._new_optimizer()
         self._observations = []
         for config, target, constraint in state["observations"]:
-            self._observations.append((config, target, constraint))
-            self._optimizer.register(config, target, constraint_value=constraint)
+            self._record(config, target, constraint)
         self._pending = state["pending"]
         self._suggested = state["suggested"]
+        self.origins = state.get("origins", [])
         self._optimizer._random_state.set_state(state["rng"])
         print(f"[edge_tune] searcher restored with {len(self._observations)} observation(s)", flush=True)
 
 
-def _finite(v: Any) -> bool:
+def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-SEARCHERS = ("bayesopt", "random")
-
-
-def make_searcher(name: str, params: dict[str, Param], initial_points: int, seed: int) -> Any:
-    """A Searcher by name; ``random`` is Ray Tune's own, over the space's Tune domains."""
-    if name == "bayesopt":
-        return ConstrainedBayesOpt(params, initial_points=initial_points, seed=seed)
-    if name == "random":
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        return BasicVariantGenerator(random_state=seed)
-    raise UserError(f"--searcher {name}: unknown; choose one of {', '.join(SEARCHERS)}")

@@ -1,0 +1,115 @@
+"""``--searcher optuna``: Optuna's TPE with the accuracy threshold as a constraint.
+
+TPE models good and bad configurations with two Parzen densities. With
+``constraints_func`` (Optuna's constrained TPE), infeasible trials are never
+counted among the good ones, whatever their score. ``constant_liar`` keeps
+concurrent suggestions apart by treating pending trials as bad ones.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from edge_tune.search.bayesopt import finite
+from edge_tune.space import Param
+
+__all__ = ["OptunaTPE"]
+
+_CONSTRAINT = "constraint"  # user attribute: Optuna's constraints are feasible when <= 0, ours when >= 0
+
+
+class OptunaTPE(Searcher):
+    def __init__(self, params: dict[str, Param], initial_points: int = 4, seed: int = 0, constrained: bool = True):
+        # The metric names are edge_tune's (trial.py): maximise "score", "constraint" >= 0 is feasible.
+        super().__init__(metric="score", mode="max")
+        self.constraint_metric = "constraint"
+        self.params, self.initial_points, self.seed, self.constrained = params, initial_points, seed, constrained
+        self._observations: list[tuple[dict[str, Any], float, float]] = []  # (config, value as maximised, constraint)
+        self._pending: dict[str, Any] = {}  # trial_id -> optuna trial
+        self._study = self._new_study(seed)
+
+    def _distributions(self) -> dict[str, Any]:
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        out: dict[str, Any] = {}
+        for name, p in self.params.items():
+            if p.type == "float":
+                out[name] = FloatDistribution(p.low, p.high)
+            elif p.type == "int":
+                out[name] = IntDistribution(int(p.low), int(p.high))
+            else:
+                out[name] = CategoricalDistribution(list(p.values))
+        return out
+
+    def _new_study(self, seed: int) -> Any:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # constraints_func and constant_liar are "experimental"
+            sampler = optuna.samplers.TPESampler(
+                seed=seed,
+                n_startup_trials=self.initial_points,
+                multivariate=True,
+                constant_liar=True,
+                constraints_func=(lambda t: (-t.user_attrs[_CONSTRAINT],)) if self.constrained else None,
+            )
+        return optuna.create_study(direction="maximize", sampler=sampler)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trial = self._study.ask(self._distributions())
+        self._pending[trial_id] = trial
+        return dict(trial.params)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        from optuna.trial import TrialState
+
+        trial = self._pending.pop(trial_id, None)
+        if trial is None:
+            return
+        value = (result or {}).get(self.metric)
+        constraint = (result or {}).get(self.constraint_metric) if self.constrained else 0.0
+        sign = 1.0 if self.mode == "max" else -1.0
+        if not error and finite(constraint) and not finite(value) and float(constraint) < 0 and self._observations:  # type: ignore[arg-type]
+            value = sign * min(v for _, v, _ in self._observations)  # stopped early: infeasible, no latency
+        if error or not finite(value) or not finite(constraint):
+            self._study.tell(trial, state=TrialState.FAIL)
+            return
+        assert value is not None and constraint is not None
+        trial.set_user_attr(_CONSTRAINT, float(constraint))
+        self._study.tell(trial, sign * float(value))
+        self._observations.append((dict(trial.params), sign * float(value), float(constraint)))
+
+    @property
+    def observations(self) -> list[tuple[dict[str, Any], float, float]]:
+        return list(self._observations)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"observations": self._observations}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import optuna
+
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self._observations = state["observations"]
+        # The sampler is reseeded past what it drew before, so the resumed run does not repeat itself.
+        self._study = self._new_study(self.seed + len(self._observations))
+        self._pending = {}
+        for config, value, constraint in self._observations:
+            self._study.add_trial(
+                optuna.trial.create_trial(
+                    params=config,
+                    distributions=self._distributions(),
+                    value=value,
+                    user_attrs={_CONSTRAINT: constraint},
+                )
+            )
+        print(f"[edge_tune] searcher restored with {len(self._observations)} observation(s)", flush=True)
