@@ -157,23 +157,20 @@ def early_stopping(table: Table, orders: int = 20) -> dict[str, dict[str, float]
     """Epochs saved, feasible trials wrongly stopped, and how often the best feasible trial was stopped."""
     from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-    from edge_tune.early_stop import ThresholdStopping
+    from edge_tune.early_stop import make_scheduler
 
     best = int(np.argmax(np.where(table.feasible, table.speedup, -1)))
     stats: dict[str, dict[str, float]] = {}
-    for label in ("threshold rule", "ASHA (top-1, grace 1, eta 3)"):
+    for kind, label in (("threshold", "threshold rule"), ("asha", "ASHA (top-1, grace 1, eta 3)")):
         saved = wrong = best_lost = total = 0
         for seed in range(orders):
             order = np.random.default_rng(seed).permutation(len(table.x))[:32]
-            if label == "threshold rule":
-                s: Any = ThresholdStopping(table.threshold)
-            else:
-                s = AsyncHyperBandScheduler(
-                    time_attr="epoch", metric="top1", mode="max", max_t=3, grace_period=1, reduction_factor=3
-                )
+            s: Any = make_scheduler(kind, table.threshold, 3)
+            is_asha = isinstance(s, AsyncHyperBandScheduler)
             for i in order:
+                # No folder: the stop reason a real trial would get in its folder is not written here.
                 trial = SimpleNamespace(trial_id=f"{seed}-{i}", local_path=os.devnull + "-none", config={})
-                if label != "threshold rule":
+                if is_asha:
                     s.on_trial_add(None, trial)
                 curve, stopped_at = table.epochs[i], None
                 for e, top1 in enumerate(curve, 1):
@@ -185,7 +182,8 @@ def early_stopping(table: Table, orders: int = 20) -> dict[str, dict[str, float]
                     saved += len(curve) - stopped_at
                     wrong += bool(table.feasible[i])
                     best_lost += i == best
-                    s.on_trial_remove(None, trial) if label != "threshold rule" else None
+                    if is_asha:
+                        s.on_trial_remove(None, trial)
                 else:
                     s.on_trial_complete(None, trial, {"epoch": 3, "top1": curve[-1], "final": True})
         stats[label] = {

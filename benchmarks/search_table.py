@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import itertools
 import json
 import multiprocessing
@@ -56,6 +57,7 @@ def configs() -> list[tuple[float, ...]]:
     return sorted(grid)
 
 
+@functools.cache  # once per worker process, not once per configuration
 def _baseline() -> tuple[Any, Any]:
     from edge_tune.data import load_dataset
     from edge_tune.experiment import DEFAULT_CACHE

@@ -33,10 +33,9 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-__all__ = ["EARLY_STOPPING", "STOPPED_FILE", "ThresholdStopping", "make_scheduler", "threshold_rule"]
+__all__ = ["STOPPED_FILE", "ThresholdStopping", "make_scheduler", "threshold_rule"]
 
 STOPPED_FILE = "stopped_early.json"
-EARLY_STOPPING = ("threshold", "asha", "none")
 
 
 def threshold_rule(top1: float, recoveries: list[float], threshold: float, margin: float, min_finished: int) -> bool:

@@ -81,6 +81,11 @@ def _log(msg: str) -> None:
     print(f"[edge_tune] {msg}", flush=True)
 
 
+def finetune_epochs(cfg: ExperimentConfig, finetune: TrainConfig) -> int:
+    """Fine-tuning epochs per trial: the flags, else the space file, else the defaults."""
+    return int({**cfg.space.finetune, **cfg.finetune_overrides}.get("epochs", finetune.epochs))
+
+
 def dry_run_schedule(space: SearchSpace, data: Dataset, model: torch.nn.Module, epochs: int) -> None:
     """Render the schedule at the space's midpoint and run every pruner on a throwaway copy, so that
     weight names, groups that cannot be pruned and policies beyond fine-tuning are reported before any trial."""
@@ -156,7 +161,7 @@ def run_experiment(cfg: ExperimentConfig) -> int:
     finetune = replace(cfg.finetune, seed=cfg.seed)
     from edge_tune.models import create_model
 
-    epochs = int({**space.finetune, **cfg.finetune_overrides}.get("epochs", finetune.epochs))
+    epochs = finetune_epochs(cfg, finetune)
     model = create_model(model_name, num_classes=data.num_classes, in_channels=data.in_channels)
     dry_run_schedule(space, data, model, epochs)
     started = time.perf_counter()
@@ -218,7 +223,7 @@ def _search(
     concurrent = cfg.max_concurrent or max(1, (total - cfg.device.threads) // cfg.trial_cpus)
     name = cfg.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = cfg.output_dir.resolve()
-    epochs = int({**space.finetune, **cfg.finetune_overrides}.get("epochs", finetune.epochs))
+    epochs = finetune_epochs(cfg, finetune)
     scheduler = make_scheduler(cfg.early_stop, objective.threshold, epochs)
     tuner = _build_tuner(cfg, ctx, searcher, scheduler, concurrent, name, storage)
     if not cfg.resume:  # what --resume needs to rebuild this run; written before any trial

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edge_tune.errors import UserError
+from edge_tune.objective import OBJECTIVES
 
 __all__ = ["build_parser", "main"]
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--objective",
         default="constrained",
-        choices=["constrained", "combined"],
+        choices=OBJECTIVES,
         help="constrained: the fastest model above the threshold (default); combined: maximise "
         "ln(top1) + w ln(speedup), MnasNet's weighted form, with no constraint for the searcher (for comparison)",
     )

@@ -92,9 +92,8 @@ class ConstrainedBayesOpt(Searcher):
                 allow_duplicate_points=True,
             )
         opt.set_gp_params(alpha=self.noise)
-        for gp in (
-            opt.constraint._model if opt.constraint is not None else ()
-        ):  # bayes_opt has no public setter for the constraint's GPs
+        # bayes_opt has no public setter for the constraint's GPs.
+        for gp in opt.constraint._model if opt.constraint is not None else ():
             gp.set_params(alpha=self.noise)
         return opt
 
@@ -117,14 +116,12 @@ class ConstrainedBayesOpt(Searcher):
                 config, origin = self._random(), "random"
             else:
                 config, origin = self._propose()
-                config = self._typed(config)
-                for retry in range(3 if self.believer else 0):  # hold the too-close point as pending, ask again
-                    if not self._too_close(config):
+                held: list[dict[str, Any]] = []  # too-close proposals, believed like pending ones
+                for _ in range(3 if self.believer else 0):
+                    if not self._too_close(config, held):
                         break
-                    self._pending[f"\0retry{retry}"] = config
-                    config, origin = self._propose()
-                    config = self._typed(config)
-                self._pending = {k: v for k, v in self._pending.items() if not k.startswith("\0retry")}
+                    held.append(config)
+                    config, origin = self._propose(held)
                 if self._too_close(config):
                     config, origin = self._random(), "random (too close)"
         self.origins.append(origin)
@@ -132,26 +129,28 @@ class ConstrainedBayesOpt(Searcher):
         self._suggested += 1
         return dict(config)
 
-    def _propose(self) -> tuple[dict[str, Any], str]:
+    def _propose(self, held: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], str]:
+        """The model's next point (typed), with pending and ``held`` points believed."""
         from bayes_opt.exception import NoValidPointRegisteredError
 
-        optimizer = self._with_believed_pending() if self.believer and self._pending else self._optimizer
+        pending = [*self._pending.values(), *(held or [])]
+        optimizer = self._with_believed(pending) if self.believer and pending else self._optimizer
         try:
-            return optimizer.suggest(), "model"
+            return self._typed(optimizer.suggest()), "model"
         except NoValidPointRegisteredError:
-            return self._most_likely_feasible(optimizer), "feasibility"
+            return self._typed(self._most_likely_feasible(optimizer)), "feasibility"
 
-    def _with_believed_pending(self) -> Any:
+    def _with_believed(self, pending: list[dict[str, Any]]) -> Any:
         """A copy of the optimiser that also holds each pending point at the GPs' prediction for it."""
         real = self._optimizer
         real.acquisition_function._fit_gp(real._gp, real.space)
-        xs = np.array([real.space.params_to_array(c) for c in self._pending.values()])
+        xs = np.array([real.space.params_to_array(c) for c in pending])
         scores = real._gp.predict(xs)
         constraints = real.constraint.approx(xs).reshape(len(xs)) if self.constrained else [None] * len(xs)
         believed = self._new_optimizer(random_state=real._random_state)  # shares the RNG: stays deterministic
         for config, target, constraint in self._observations:
             believed.register(config, target, constraint_value=constraint if self.constrained else None)
-        for config, score, constraint in zip(self._pending.values(), scores, constraints, strict=True):
+        for config, score, constraint in zip(pending, scores, constraints, strict=True):
             c = None if constraint is None else float(constraint)
             believed.register(config, float(score), constraint_value=c)
         return believed
@@ -171,34 +170,19 @@ class ConstrainedBayesOpt(Searcher):
                 break
         return config
 
-    def _too_close(self, config: dict[str, Any]) -> bool:
+    def _too_close(self, config: dict[str, Any], held: list[dict[str, Any]] | None = None) -> bool:
         space = self._optimizer.space
         span = np.ptp(space.bounds, axis=1)
         span[span == 0] = 1.0
         x = space.params_to_array(config)
-        others = [*self._pending.values(), *(c for c, _, _ in self._observations)]
+        others = [*self._pending.values(), *(held or []), *(c for c, _, _ in self._observations)]
         return any(float(np.max(np.abs(x - space.params_to_array(o)) / span)) < self.min_distance for o in others)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         config = self._pending.pop(trial_id, None)
-        if config is None or error or not result:
-            return
-        target, constraint = result.get(self.metric), result.get(self.constraint_metric)
-        if not self.constrained:
-            constraint = 0.0
-        if not finite(constraint):
-            return
-        constraint = float(constraint)  # type: ignore[arg-type]
-        sign = 1.0 if self.mode == "max" else -1.0
-        if not finite(target):
-            # A trial stopped early for accuracy has no latency, hence no score, but it did
-            # teach the constraint model where the threshold is missed. Its score, irrelevant
-            # to expected improvement since it is infeasible, is set to the worst seen.
-            if not (self.constrained and constraint < 0 and self._observations):
-                return
-            target = sign * min(t for _, t, _ in self._observations)
-        assert target is not None and constraint is not None
-        self._record(config, sign * float(target), float(constraint))
+        seen = observed(self, result, error, [t for _, t, _ in self._observations])
+        if config is not None and seen is not None:
+            self._record(config, *seen)
 
     def _record(self, config: dict[str, Any], target: float, constraint: float) -> None:
         self._observations.append((config, target, constraint))
@@ -238,3 +222,27 @@ class ConstrainedBayesOpt(Searcher):
 
 def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def observed(
+    searcher: Any, result: dict[str, Any] | None, error: bool, seen: list[float]
+) -> tuple[float, float] | None:
+    """(target as maximised, constraint) of a finished trial for ``searcher``, or None if it must not be learnt.
+
+    Errored trials and NaN or infinite results are None. Without a constraint (the combined
+    objective) the constraint is 0. A trial stopped early for accuracy has no latency, hence
+    no score, but it does show where the threshold is missed: its target, irrelevant to expected
+    improvement since it is infeasible, is the worst in ``seen`` (targets as maximised).
+    """
+    if error or not result:
+        return None
+    target: Any = result.get(searcher.metric)
+    constraint: Any = result.get(searcher.constraint_metric) if searcher.constrained else 0.0
+    if not finite(constraint):
+        return None
+    sign = 1.0 if searcher.mode == "max" else -1.0
+    if finite(target):
+        return sign * float(target), float(constraint)
+    if searcher.constrained and constraint < 0 and seen:
+        return min(seen), float(constraint)
+    return None

@@ -14,7 +14,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from edge_tune.search.bayesopt import finite
+from edge_tune.search.bayesopt import observed
 from edge_tune.space import Param
 
 __all__ = ["OptunaTPE"]
@@ -73,18 +73,14 @@ class OptunaTPE(Searcher):
         trial = self._pending.pop(trial_id, None)
         if trial is None:
             return
-        value = (result or {}).get(self.metric)
-        constraint = (result or {}).get(self.constraint_metric) if self.constrained else 0.0
-        sign = 1.0 if self.mode == "max" else -1.0
-        if not error and finite(constraint) and not finite(value) and float(constraint) < 0 and self._observations:  # type: ignore[arg-type]
-            value = sign * min(v for _, v, _ in self._observations)  # stopped early: infeasible, no latency
-        if error or not finite(value) or not finite(constraint):
+        seen = observed(self, result, error, [v for _, v, _ in self._observations])
+        if seen is None:
             self._study.tell(trial, state=TrialState.FAIL)
             return
-        assert value is not None and constraint is not None
-        trial.set_user_attr(_CONSTRAINT, float(constraint))
-        self._study.tell(trial, sign * float(value))
-        self._observations.append((dict(trial.params), sign * float(value), float(constraint)))
+        value, constraint = seen
+        trial.set_user_attr(_CONSTRAINT, constraint)
+        self._study.tell(trial, value)
+        self._observations.append((dict(trial.params), value, constraint))
 
     @property
     def observations(self) -> list[tuple[dict[str, Any], float, float]]:
