@@ -24,7 +24,8 @@ from edge_tune.device import DeviceConfig, start_device
 from edge_tune.early_stop import make_scheduler
 from edge_tune.errors import UserError
 from edge_tune.objective import Objective, check_reachable, parse_threshold
-from edge_tune.report import (
+from edge_tune.report import write_report
+from edge_tune.results import (
     closest_infeasible,
     format_layers,
     format_table,
@@ -35,6 +36,7 @@ from edge_tune.report import (
 )
 from edge_tune.search import make_searcher
 from edge_tune.space import SearchSpace
+from edge_tune.tracking import log_summary, resolve_mode, trial_callback
 from edge_tune.train import Baseline, TrainConfig, load_or_train_baseline
 from edge_tune.trial import TrialContext, run_trial, verify_and_export
 
@@ -75,6 +77,9 @@ class ExperimentConfig:
     output_dir: Path = Path("edge_tune_results")  # experiments are folders in here
     name: str = ""  # experiment folder; default: <space>-<date>-<time>
     cache_dir: Path = field(default_factory=lambda: DEFAULT_CACHE)  # baselines
+    wandb: str = "auto"  # auto | offline | online | off (see tracking.py)
+    wandb_project: str = "edge_tune"
+    quiet: bool = False  # no per-trial, status or baseline-epoch lines
 
 
 def _log(msg: str) -> None:
@@ -114,25 +119,61 @@ def start_ray(cfg: ExperimentConfig) -> Any:
             log_to_driver=False,
         )
     url = getattr(ctx, "dashboard_url", None)
+    token = os.environ.get("RAY_AUTH_MODE") == "token"  # Ray's default for a new local cluster
     _log(
         f"Ray {'joined at ' + address if address else 'started locally'}; dashboard: "
         f"{'http://' + url if url and not url.startswith('http') else url or 'not available'}"
+        + (" (sign in with the token in ~/.ray/auth_token)" if token and url else "")
+        + ("; on a cluster launched with cluster.yaml, `ray dashboard cluster.yaml` forwards it" if address else "")
     )
     return ray
 
 
-def _progress_callback(total: int) -> Any:
+def _progress_callback(total: int, device_actor: str, quiet: bool, every_s: float = 15.0) -> Any:
+    import ray
     from ray.tune import Callback
 
+    from edge_tune.device import get_device
+
     class Progress(Callback):
-        """One line per finished trial instead of Tune's tables."""
+        """A line per finished trial and, every ``every_s`` seconds when it changed, a status line: trials
+        done, running and queued, the device's queue and the best feasible speed-up so far. Tune's own
+        tables are off. ``quiet``: none of it."""
 
         def __init__(self) -> None:
             self.done = 0
+            self.best: tuple[float, str] | None = None
+            self.last, self.line = 0.0, ""
+            self.queue: int | None = None
+            self.queue_ref: Any = None
+
+        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+            now = time.monotonic()
+            if quiet or now - self.last < every_s:
+                return
+            self.last = now
+            if self.queue_ref is not None and ray.wait([self.queue_ref], timeout=0)[0]:
+                self.queue, self.queue_ref = ray.get(self.queue_ref)["queue_length"], None
+            if self.queue_ref is None:  # asked now, read at a later step: the driver never waits on the device
+                self.queue_ref = get_device(device_actor).info.remote()
+            running = sum(t.status == "RUNNING" for t in trials)
+            queued = total - len(trials) + sum(t.status == "PENDING" for t in trials)
+            best = f"{self.best[0]:.3f}x ({self.best[1]})" if self.best else "none yet"
+            line = (
+                f"status: {self.done}/{total} trials done, {running} running, {queued} queued; device queue "
+                f"{'?' if self.queue is None else self.queue}; best feasible speedup {best}"
+            )
+            if line != self.line:
+                self.line = line
+                _log(line)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.done += 1
             m = trial.last_result or {}
+            if m.get("final") and m.get("feasible") and (self.best is None or m["speedup"] > self.best[0]):
+                self.best = (float(m["speedup"]), trial.trial_id)
+            if quiet:
+                return
             if not m.get("final"):
                 _log(
                     f"trial {self.done}/{total} {trial.trial_id}: stopped early after epoch {m.get('epoch')}, "
@@ -166,7 +207,9 @@ def run_experiment(cfg: ExperimentConfig) -> int:
     dry_run_schedule(space, data, model, epochs)
     started = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
-    baseline = load_or_train_baseline(model_name, data, replace(cfg.baseline, seed=cfg.seed), cfg.cache_dir, _log)
+    baseline = load_or_train_baseline(
+        model_name, data, replace(cfg.baseline, seed=cfg.seed), cfg.cache_dir, (lambda _: None) if cfg.quiet else _log
+    )
     _log(
         f"baseline {model_name} on {data.name}: top1 {baseline.accuracy.top1:.2f}% "
         f"({'cached' if baseline.cached else f'trained in {baseline.train_seconds:.0f}s'})"
@@ -272,7 +315,8 @@ def _search(
         "search_seconds": search_seconds,
         "measure_after_finetune": cfg.measure_after_finetune,
     }
-    return _finish(storage / name, rows, experiment, device, objective, macs, list(space.params))
+    wandb = (cfg.wandb_project, resolve_mode(cfg.wandb))
+    return _finish(storage / name, rows, experiment, device, objective, macs, list(space.params), wandb)
 
 
 def _build_tuner(
@@ -293,6 +337,10 @@ def _build_tuner(
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.trial_cpus})
+    callbacks = [_progress_callback(cfg.num_samples, cfg.device.actor_name, cfg.quiet)]
+    mode = resolve_mode(cfg.wandb)
+    if mode != "off":
+        callbacks.append(trial_callback(cfg.wandb_project, name, mode))
     if cfg.resume:
         # Finished (and errored) trials are kept as they are; unfinished ones start again. The
         # searcher comes back from the experiment folder with every observation it had.
@@ -309,7 +357,7 @@ def _build_tuner(
             name=name,
             storage_path=str(storage),
             verbose=0,
-            callbacks=[_progress_callback(cfg.num_samples)],
+            callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
@@ -323,6 +371,7 @@ def _finish(
     objective: Objective,
     macs: int,
     params: list[str],
+    wandb: tuple[str, str] = ("", "off"),
 ) -> int:
     """Write and print the results; the exit code says whether any trial was feasible."""
     import ray
@@ -341,6 +390,18 @@ def _finish(
         print(format_layers(layers))
     _log(f"wall time {experiment['wall_seconds']:.0f}s; results in {out_dir}")
     (out_dir / "experiment.json").write_text(json.dumps(experiment, indent=2, default=str))
+    _log(f"report: {write_report(out_dir)}")
+    project, mode = wandb
+    if mode != "off":
+        where = log_summary(out_dir, project, out_dir.name, mode, experiment, best)
+        _log(
+            f"W&B ({mode}, project {project}): summary run in {where}"
+            + (
+                f"; upload with: wandb sync {out_dir}/wandb/offline-run-* {out_dir}/*/wandb/offline-run-*"
+                if mode == "offline"
+                else ""
+            )
+        )
     front = pareto_front(rows)
     if front:
         print("Pareto front (top-1 as the lower of PyTorch and device, against latency), fastest first:")

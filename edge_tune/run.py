@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edge_tune.errors import UserError
 from edge_tune.objective import OBJECTIVES
+from edge_tune.tracking import MODES
 
 __all__ = ["build_parser", "main"]
 
@@ -98,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=Path("edge_tune_results"))
     p.add_argument("--name", default="", help="experiment folder name (default <space>-<date>-<time>)")
     p.add_argument("--cache-dir", type=Path, default=None, help="baseline cache (default ~/.cache/edge_tune)")
+    p.add_argument(
+        "--wandb",
+        default="auto",
+        choices=MODES,
+        help="Weights & Biases: offline (runs written in the experiment folder, no account), online, off; "
+        "auto (default): online when WANDB_API_KEY is set, else offline",
+    )
+    p.add_argument("--wandb-project", default="edge_tune", help="W&B project (default edge_tune)")
+    p.add_argument("--quiet", action="store_true", help="no per-trial, status or training-progress lines")
     p.add_argument(
         "--measure-after-finetune",
         action="store_true",
@@ -187,6 +197,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         python=args.device_python,
     )
     cfg.output_dir = args.output_dir
+    cfg.wandb, cfg.wandb_project, cfg.quiet = args.wandb, args.wandb_project, args.quiet
     cfg.measure_after_finetune = args.measure_after_finetune
     if args.cache_dir is not None:
         cfg.cache_dir = args.cache_dir

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     from edge_tune.data import load_dataset
     from edge_tune.device import DeviceConfig, DeviceRunner
     from edge_tune.experiment import DEFAULT_CACHE
-    from edge_tune.export import to_onnx
+    from edge_tune.onnx_export import to_onnx
     from edge_tune.space import find_space
     from edge_tune.train import TrainConfig, evaluate, load_or_train_baseline
 

@@ -178,7 +178,12 @@ def load_or_train_baseline(
             group["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
 
     def progress(epoch: int, loss: float, acc: Accuracy) -> None:
-        log(f"  baseline epoch {epoch + 1}/{cfg.epochs}: loss {loss:.3f}, top1 {acc.top1:.2f}%")
+        done, elapsed = epoch + 1, time.perf_counter() - start
+        bar = "#" * round(20 * done / cfg.epochs)
+        log(
+            f"  baseline [{bar:20}] epoch {done}/{cfg.epochs}: loss {loss:.3f}, top1 {acc.top1:.2f}%, "
+            f"{elapsed:.0f}s, about {elapsed / done * (cfg.epochs - done):.0f}s left"
+        )
 
     acc = fine_tune(model, data, cfg, on_epoch_start=cosine, on_epoch_end=progress)
     seconds = time.perf_counter() - start

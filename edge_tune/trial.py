@@ -9,6 +9,7 @@ the latency is known) so Ray Tune's metric checks hold for every result.
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from dataclasses import dataclass, replace
@@ -24,9 +25,9 @@ from edge_tune.compression.quantize import quantize_onnx
 from edge_tune.data import Dataset, load_dataset
 from edge_tune.device import LatencyResult, get_device
 from edge_tune.device.engine import unpack_ir
-from edge_tune.export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
 from edge_tune.objective import Objective
-from edge_tune.report import write_layers
+from edge_tune.onnx_export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
+from edge_tune.results import write_layers
 from edge_tune.space import SearchSpace
 from edge_tune.train import Accuracy, Baseline, TrainConfig, evaluate, fine_tune, make_optimizer
 
@@ -130,6 +131,16 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             Path(tmp, "model_int8.xml").write_bytes(xml)
             Path(tmp, "model_int8.bin").write_bytes(weights)
         Path(tmp, "schedule.yaml").write_text(yaml.safe_dump(schedule.raw, sort_keys=False))
+        torch.save(model.state_dict(), Path(tmp, "state_dict.pt"))  # rebuilt by edge_tune.export.load_pruned
+        architecture = {
+            "model": ctx.baseline.model_name,
+            "dataset": ctx.dataset,
+            "num_classes": data.num_classes,
+            "in_channels": data.in_channels,
+            "input_shape": list(data.input_shape),
+            "channels": metrics["channels"],
+        }
+        Path(tmp, "architecture.json").write_text(json.dumps(architecture, indent=2))
         write_layers(Path(tmp, "layers.csv"), latency.layers)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 

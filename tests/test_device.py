@@ -13,7 +13,7 @@ from torch import nn
 from edge_tune.compression import PrunerSpec, apply_pruners, count_macs_params
 from edge_tune.device import DeviceConfig, DeviceRunner, ModelError, TimingPlan, interleave, median_ci, module_name
 from edge_tune.errors import UserError
-from edge_tune.export import conv_shapes_torch, to_onnx
+from edge_tune.onnx_export import conv_shapes_torch, to_onnx
 from edge_tune.train import evaluate
 
 FAST = DeviceConfig(

@@ -10,7 +10,7 @@ import pytest
 
 from edge_tune.device import DeviceConfig, TimingPlan, start_device
 from edge_tune.errors import UserError
-from edge_tune.export import to_onnx
+from edge_tune.onnx_export import to_onnx
 
 # A benchmark that always runs to its 2-second cap: long enough to interrupt.
 SLOW = DeviceConfig(
@@ -30,14 +30,16 @@ def ray_local():
 
     os.environ["RAY_metrics_report_interval_ms"] = "1000"  # export metrics every second, not every ten
     port = _free_port()
-    ray.init(
+    ctx = ray.init(
         num_cpus=3,
         resources={"edge_device": 1, "spare_device": 1, "remote_device": 1},
-        include_dashboard=False,
+        include_dashboard=True,  # as edge_tune.run starts it
+        dashboard_host="127.0.0.1",
         _metrics_export_port=port,
         namespace="edge_tune",
         log_to_driver=False,
     )
+    ray.dashboard_url = ctx.dashboard_url
     yield ray, port
     ray.shutdown()
 
@@ -151,3 +153,24 @@ def test_a_taken_device_times_out_with_a_user_error(ray_local, actor):
     _, onnx_bytes, _ = actor  # the module's actor holds "edge_device"
     with pytest.raises(UserError, match="is taken"):
         start_device(DeviceConfig(actor_name="second"), onnx_bytes, None, start_timeout_s=3)
+
+
+def test_dashboard_answers_and_lists_the_device_actor(ray_local, actor):
+    """What a user sees in the Ray dashboard: the EdgeDevice actor, alive, on the node holding the device."""
+    import json
+
+    from ray.util.state import list_actors, list_nodes
+
+    ray, _ = ray_local
+    from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+
+    # Ray 2.60 turns token authentication on for a new local cluster: the dashboard wants the token.
+    request = urllib.request.Request(
+        f"http://{ray.dashboard_url}/api/version", headers=get_auth_headers_if_auth_enabled({})
+    )
+    version = json.loads(urllib.request.urlopen(request, timeout=10).read())
+    assert version["ray_version"] == ray.__version__
+    (device,) = list_actors(filters=[("class_name", "=", "EdgeDevice"), ("state", "=", "ALIVE")])
+    assert device.name == DeviceConfig().actor_name and device.ray_namespace == "edge_tune"
+    (node,) = [n for n in list_nodes() if n.node_id == device.node_id]
+    assert node.resources_total.get("edge_device") == 1

@@ -4,8 +4,8 @@ from torch import nn
 
 from edge_tune.compression import PrunerSpec, apply_pruners, count_macs_params
 from edge_tune.errors import UserError
-from edge_tune.export import to_onnx, verify_export
-from edge_tune.models import available_models, create_model
+from edge_tune.models import available_models, create_model, fit_to_state_dict
+from edge_tune.onnx_export import to_onnx, verify_export
 
 ZOO = ["resnet20", "resnet32", "resnet56", "mobilenetv2", "vgg11"]
 
@@ -140,3 +140,26 @@ def test_user_model_by_module_function():
         create_model("edge_tune.models.resnet:nosuch", num_classes=3, in_channels=1)
     with pytest.raises(UserError, match="cannot import"):
         create_model("no_such_pkg.mod:fn", num_classes=3, in_channels=1)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_pruned_architecture_is_rebuilt_from_its_weights(name):
+    model = build(name)
+    example = torch.randn(2, 1, 32, 32)
+    apply_pruners(model, [spec(PRUNED[name])], example[:1])
+    with torch.no_grad():
+        expected = model(example)
+    rebuilt = fit_to_state_dict(build(name), model.state_dict())
+    assert count_macs_params(rebuilt, example[:1]) == count_macs_params(model, example[:1])
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(example), expected, atol=1e-5)
+
+
+def test_rebuild_rejects_a_resized_layer_of_another_kind():
+    class Odd(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.norm = nn.LayerNorm(width)
+
+    with pytest.raises(ValueError, match="norm"):
+        fit_to_state_dict(Odd(8), Odd(4).state_dict())

@@ -3,6 +3,8 @@
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,16 +14,18 @@ NAN_SPACE = (REPO / "search_spaces" / "filter_prune.yaml").read_text().replace("
 
 
 def run_smoke(space: str, cache_dir: Path, out: Path, *extra: str):
-    """``--smoke`` on the session's baseline cache, writing under ``out``."""
+    """``--smoke`` on the session's baseline cache, writing under ``out``; W&B off unless asked for."""
+    wandb = () if "--wandb" in extra else ("--wandb", "off")
     return run_cli(
-        "--space", space, "--smoke", "--cache-dir", str(cache_dir), "--output-dir", str(out), *extra, cwd=REPO
-    )
+        "--space", space, "--smoke", "--cache-dir", str(cache_dir), "--output-dir", str(out), *wandb, *extra,
+        cwd=REPO,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("out")
-    return run_smoke("filter_prune", cache_dir, out, "--name", "smoke"), out / "smoke"
+    return run_smoke("filter_prune", cache_dir, out, "--name", "smoke", "--wandb", "offline"), out / "smoke"
 
 
 def test_smoke_run_writes_results(smoke):
@@ -31,7 +35,7 @@ def test_smoke_run_writes_results(smoke):
     rows = list(csv.DictReader(open(exp / "results.csv")))
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     best = json.loads((exp / "best.json").read_text())
-    assert (exp / "best.onnx").stat().st_size > 10_000
+    assert (exp / "best" / "model.onnx").stat().st_size > 10_000
     baseline = best["experiment"]["baseline"]
     assert best["experiment"]["precision"] == "f32"
     assert best["schedule"]["version"] == 1 and "pruners" in best["schedule"]
@@ -52,11 +56,56 @@ def test_best_onnx_has_the_pruned_shapes(smoke):
 
     _, exp = smoke
     best = json.loads((exp / "best.json").read_text())
-    graph = onnx.load(exp / "best.onnx").graph
+    graph = onnx.load(exp / "best" / "model.onnx").graph
     weights = {t.name: list(t.dims) for t in graph.initializer}
     outs = sorted(weights[n.input[1]][0] for n in graph.node if n.op_type == "Conv")
     assert sum(outs) < 16 * 7 + 32 * 6 + 64 * 6 + 32 + 64  # fewer filters than the unpruned ResNet-20
     assert best["metrics"]["macs"] < best["experiment"]["baseline"]["macs"]
+
+
+def test_best_folder_is_the_deliverable_in_every_form(smoke):
+    """ONNX, f32 IR, the state_dict rebuilt into the pruned architecture, the schedule: one network."""
+    import numpy as np
+    import openvino as ov
+    import torch
+    import yaml
+
+    from edge_tune.compression import count_macs_params
+    from edge_tune.export import load_pruned
+
+    _, exp = smoke
+    best = json.loads((exp / "best.json").read_text())
+    folder = exp / "best"
+    model, arch = load_pruned(folder)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, *arch["input_shape"]), dtype=np.float32))
+    assert count_macs_params(model, x)[0] == best["metrics"]["macs"]
+    with torch.no_grad():
+        expected = model(x).numpy()
+    for name in ("model.xml", "model.onnx"):
+        # f32 as the search measured it: the CPU plugin would pick bf16 on CPUs that have it
+        compiled = ov.Core().compile_model(folder / name, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        assert np.allclose(compiled(x.numpy())[0], expected, atol=1e-4), name
+    assert yaml.safe_load((folder / "schedule.yaml").read_text()) == best["schedule"]
+    assert json.loads((folder / "metrics.json").read_text())["trial_id"] == best["trial_id"]
+    rebuilt = subprocess.run([sys.executable, "rebuild.py"], cwd=folder, capture_output=True, text=True)
+    assert rebuilt.returncode == 0 and "logits (1, 10)" in rebuilt.stdout, rebuilt.stderr
+
+
+def test_export_writes_any_trial_and_names_bad_input(smoke, tmp_path):
+    _, exp = smoke
+    rows = list(csv.DictReader(open(exp / "results.csv")))
+    other = rows[-1]["trial_id"]  # the lower ranked of the two
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_tune.export", str(exp), "--trial", other, "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    files = {p.name for p in (tmp_path / "x").iterdir()}
+    assert {"model.onnx", "model.xml", "model.bin", "state_dict.pt", "schedule.yaml", "rebuild.py"} <= files
+    assert json.loads((tmp_path / "x" / "metrics.json").read_text())["trial_id"] == other
+    for args, needle in [((str(exp), "--trial", "nope"), "--trial nope"), ((str(tmp_path),), "no results.csv")]:
+        bad = subprocess.run([sys.executable, "-m", "edge_tune.export", *args], capture_output=True, text=True)
+        assert bad.returncode == 2 and needle in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_unknown_space_exits_2_listing_spaces(tmp_path):
@@ -147,8 +196,8 @@ def test_cifar100_runs_end_to_end_with_a_hundred_classes(cache_dir, tmp_path):
     assert json.loads((exp / "experiment.json").read_text())["dataset"] == "cifar100"
     layers = list(csv.DictReader(open(exp / "layers.csv")))
     assert any("i8" in r["exec_type_best"].lower() for r in layers), layers[:3]  # INT8 kernels ran
-    assert (exp / "best_int8.xml").stat().st_size > 0 and (exp / "best_int8.bin").stat().st_size > 0
-    graph = onnx.load(str(exp / "best.onnx")).graph
+    assert (exp / "best" / "model_int8.xml").stat().st_size > 0 and (exp / "best" / "model_int8.bin").stat().st_size > 0
+    graph = onnx.load(str(exp / "best" / "model.onnx")).graph
     assert [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim] == [1, 100]
     assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 32]
 
@@ -196,3 +245,51 @@ def test_threshold_no_trial_meets_ends_naming_the_closest(smoke, cache_dir, tmp_
 def test_results_dir_is_inside_output_dir(smoke):
     _, exp = smoke
     assert isinstance(exp, Path) and (exp / "experiment.json").exists()
+
+
+def test_report_html_shows_its_figures(smoke):
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    proc, exp = smoke
+    page = (exp / "report.html").read_text()
+    assert "report: " in proc.stdout and "<table>" in page
+    images = re.findall(r"<img src='([^']+)'", page)
+    assert {"figures/pareto.png", "figures/progress.png", "figures/layers.png"} <= set(images)
+    for src in images:
+        pixels = np.asarray(Image.open(exp / src).convert("L"), dtype=float)
+        assert pixels.shape[0] > 300 and pixels.std() > 10, src  # drawn on, not a blank canvas
+    rows = list(csv.DictReader(open(exp / "results.csv")))
+    assert all(r["trial_id"] in page for r in rows)
+
+
+def test_wandb_offline_runs_hold_config_epochs_results_layers_and_the_model(smoke):
+    """W&B offline (no account): each trial's run and the summary run, read back from their files."""
+    from wandb_files import run_contents
+
+    proc, exp = smoke
+    rows = {r["trial_id"]: r for r in csv.DictReader(open(exp / "results.csv"))}
+    trial_runs = sorted(exp.glob("run_trial_*/wandb/offline-run-*"))
+    assert len(trial_runs) == len(rows) == 2
+    for folder in trial_runs:
+        run = run_contents(folder)
+        row = rows[run["run"].run_id]
+        assert run["run"].project == "edge_tune" and run["run"].run_group == "smoke"
+        for p in ("stage1_ratio", "stage2_ratio", "stage3_ratio"):
+            assert run["config"][p] == pytest.approx(float(row[f"config/{p}"]))
+        epochs = [h for h in run["history"] if h.get("final") is False]
+        assert epochs and all({"epoch", "loss", "top1", "top5"} <= set(h) for h in epochs)
+        (final,) = [h for h in run["history"] if h.get("final") is True]
+        assert final["speedup"] == pytest.approx(float(row["speedup"]))
+        assert final["top1_device"] == pytest.approx(float(row["top1_device"]))
+    (folder,) = exp.glob("wandb/offline-run-*")
+    summary = run_contents(folder)
+    assert summary["config"]["space"] == "filter_prune" and "baseline" in summary["config"]
+    assert {"results", "pareto", "layers"} <= {k.split("/")[0] for h in summary["history"] for k in h}
+    best = json.loads((exp / "best.json").read_text())
+    assert summary["summary"]["feasible"] == best["feasible"]
+    (files,) = [v for k, v in summary["artifacts"].items() if k.startswith("smoke-best")]
+    assert {"model.onnx", "model.xml", "state_dict.pt", "schedule.yaml"} <= set(files)
+    assert "wandb sync" in proc.stdout

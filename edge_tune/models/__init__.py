@@ -17,11 +17,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from edge_tune.errors import UserError
 
-__all__ = ["ModelFn", "available_models", "create_model", "register_model"]
+__all__ = ["ModelFn", "available_models", "create_model", "fit_to_state_dict", "register_model"]
 
 ModelFn = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelFn] = {}
@@ -52,6 +53,47 @@ def create_model(name: str, *, num_classes: int, in_channels: int) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise UserError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def fit_to_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Shrink ``model``'s convolutions, batch norms and linear layers to the shapes in ``state_dict`` (the
+    weights of a pruned copy of it), then load the weights: the pruned architecture rebuilt from its weights.
+
+    Structured pruning only removes filters and channels, so every layer keeps its kind, kernel, stride
+    and padding; a depthwise convolution stays depthwise (as many groups as channels).
+    """
+    for name, module in list(model.named_modules()):
+        weight = state_dict.get(f"{name}.weight")
+        if weight is None or tuple(weight.shape) == tuple(getattr(module, "weight", torch.empty(0)).shape):
+            continue
+        new: nn.Module
+        if isinstance(module, nn.Conv2d):
+            out_c, in_per_group = int(weight.shape[0]), int(weight.shape[1])
+            depthwise = module.groups > 1 and module.groups == module.in_channels
+            groups = out_c if depthwise else module.groups
+            new = nn.Conv2d(
+                in_per_group * groups,
+                out_c,
+                module.kernel_size,  # type: ignore[arg-type]
+                module.stride,  # type: ignore[arg-type]
+                module.padding,  # type: ignore[arg-type]
+                module.dilation,  # type: ignore[arg-type]
+                groups,
+                bias=module.bias is not None,
+                padding_mode=module.padding_mode,
+            )
+        elif isinstance(module, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(int(weight.shape[0]), module.eps, module.momentum, module.affine)
+        elif isinstance(module, nn.Linear):
+            new = nn.Linear(int(weight.shape[1]), int(weight.shape[0]), bias=module.bias is not None)
+        else:
+            raise ValueError(
+                f"layer {name} ({type(module).__name__}) was resized; only Conv2d, BatchNorm2d "
+                "and Linear layers can be rebuilt from their weights"
+            )
+        model.set_submodule(name, new)
+    model.load_state_dict(state_dict)
+    return model.eval()
 
 
 def _import_user_model(spec: str) -> ModelFn:

@@ -1,6 +1,6 @@
 import json
 
-from edge_tune.report import TrialRow, closest_infeasible, format_table, pareto_front, rank, write_outputs
+from edge_tune.results import TrialRow, closest_infeasible, format_table, pareto_front, rank, write_outputs
 
 
 def row(tid, feasible, score, status="ok"):

@@ -1,0 +1,98 @@
+"""Weights & Biases: one W&B run per trial, through Ray Tune's integration, and one summary run per experiment.
+
+Offline by default, so no account is needed: each trial's run is written in
+its own trial folder (``<trial>/wandb/offline-run-*``), the summary run in
+``EXPERIMENT/wandb/``; ``wandb sync EXPERIMENT/wandb/offline-run-* EXPERIMENT/*/wandb/offline-run-*``
+uploads them later. Online when an API key is there (``WANDB_API_KEY``, or
+``--wandb online`` after ``wandb login``). Runs are grouped by experiment name
+in the project ``--wandb-project``.
+
+A trial's run holds its config and every result Tune gets from it: each
+fine-tuning epoch's loss, top-1 and top-5, then the final device metrics.
+The summary run holds the experiment's settings and baseline as config, the
+trial table, the Pareto front and the per-layer latency table of the chosen
+trial against the baseline as W&B tables, the report's figures, and the
+chosen trial's ``best/`` folder as a ``model`` artifact.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from edge_tune.errors import UserError
+
+__all__ = ["MODES", "log_summary", "resolve_mode", "trial_callback"]
+
+MODES = ("auto", "offline", "online", "off")
+
+
+def resolve_mode(flag: str) -> str:
+    """``auto``: online when W&B has an API key in the environment, else offline."""
+    if flag not in MODES:
+        raise UserError(f"--wandb {flag}: must be one of {', '.join(MODES)}")
+    if flag == "auto":
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return flag
+
+
+def _environment(mode: str) -> None:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if mode == "offline":  # Ray's callback asks for an API key unless this says offline
+        os.environ["WANDB_MODE"] = "offline"
+
+
+def trial_callback(project: str, group: str, mode: str) -> Any:
+    """Ray Tune's ``WandbLoggerCallback``: each trial a W&B run named by its trial ID, in its own folder."""
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    _environment(mode)
+    return WandbLoggerCallback(project=project, group=group, mode=mode, job_type="trial")
+
+
+def _table(path: Path) -> Any:
+    import wandb
+
+    with open(path, newline="") as f:
+        rows: list[list[Any]] = list(csv.reader(f))
+    return wandb.Table(columns=rows[0], data=rows[1:]) if rows else None
+
+
+def log_summary(out_dir: Path, project: str, group: str, mode: str, experiment: dict[str, Any], best: Any) -> str:
+    """Write the experiment's summary run; returns its folder (offline) or URL (online)."""
+    import wandb
+
+    _environment(mode)
+    run = wandb.init(
+        project=project,
+        group=group,
+        name=f"{group}-summary",
+        job_type="summary",
+        dir=out_dir,
+        mode=mode,  # type: ignore[arg-type]
+        config={k: v for k, v in experiment.items() if k != "device_stats"},
+    )
+    try:
+        tables = {name: _table(out_dir / f"{name}.csv") for name in ("results", "pareto", "layers")}
+        run.log({name: t for name, t in tables.items() if t is not None})
+        figures = sorted((out_dir / "figures").glob("*.png"))
+        if figures:
+            run.log({f"figures/{p.stem}": wandb.Image(str(p)) for p in figures})
+        if best is not None:
+            m = best.metrics
+            for key in ("speedup", "latency_ms", "top1", "top1_device", "macs", "params"):
+                if key in m:
+                    run.summary[f"best/{key}"] = m[key]
+            run.summary["best/trial_id"] = best.trial_id
+        run.summary["feasible"] = best is not None
+        if (out_dir / "best").is_dir():
+            artifact = wandb.Artifact(re.sub(r"[^\w.-]", "_", f"{group}-best"), type="model")
+            artifact.add_dir(str(out_dir / "best"))
+            run.log_artifact(artifact)
+        where = str(run.dir if mode == "offline" else run.url)
+    finally:
+        run.finish()
+    return str(Path(where).parent) if mode == "offline" else where
