@@ -67,8 +67,8 @@ def _baseline() -> tuple[Any, Any]:
     return data, load_or_train_baseline("resnet20", data, TrainConfig(), DEFAULT_CACHE, print)
 
 
-def finetune_one(key: tuple[float, ...], work: str) -> dict[str, Any]:
-    """Prune and fine-tune one config as a trial does; the ONNX goes to ``work``."""
+def finetune_one(key: tuple[float, ...], work: str, seed: int = 0) -> dict[str, Any]:
+    """Prune and fine-tune one config as a trial does (fine-tuning ``seed``); the ONNX goes to ``work``."""
     import torch
 
     from edge_tune.compression import CompressionScheduler, parse_schedule
@@ -80,7 +80,7 @@ def finetune_one(key: tuple[float, ...], work: str) -> dict[str, Any]:
     data, baseline = _baseline()
     space = find_space(SPACE)
     doc, finetune = space.render(dict(zip(PARAMS, key, strict=True)))
-    cfg = replace(TrainConfig(epochs=3, lr=0.01), **finetune)
+    cfg = replace(TrainConfig(epochs=3, lr=0.01), **finetune, seed=seed)
     model = baseline.build(data.num_classes, data.in_channels)
     example = torch.zeros(1, *data.input_shape)
     compression = CompressionScheduler(model, parse_schedule(doc), example, lambda m: make_optimizer(m, cfg))
