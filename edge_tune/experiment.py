@@ -268,7 +268,8 @@ def _search(
     storage = cfg.output_dir.resolve()
     epochs = finetune_epochs(cfg, finetune)
     scheduler = make_scheduler(cfg.early_stop, objective.threshold, epochs)
-    tuner = _build_tuner(cfg, ctx, searcher, scheduler, concurrent, name, storage)
+    wandb_mode = resolve_mode(cfg.wandb)
+    tuner = _build_tuner(cfg, ctx, searcher, scheduler, concurrent, name, storage, wandb_mode)
     if not cfg.resume:  # what --resume needs to rebuild this run; written before any trial
         (storage / name).mkdir(parents=True, exist_ok=True)
         run = {"argv": cfg.argv, "space": str(space.path.resolve()), "cwd": os.getcwd()}
@@ -315,7 +316,7 @@ def _search(
         "search_seconds": search_seconds,
         "measure_after_finetune": cfg.measure_after_finetune,
     }
-    wandb = (cfg.wandb_project, resolve_mode(cfg.wandb))
+    wandb = (cfg.wandb_project, wandb_mode)
     return _finish(storage / name, rows, experiment, device, objective, macs, list(space.params), wandb)
 
 
@@ -327,6 +328,7 @@ def _build_tuner(
     concurrent: int,
     name: str,
     storage: Path,
+    wandb_mode: str,
 ) -> Any:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -338,9 +340,8 @@ def _build_tuner(
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.trial_cpus})
     callbacks = [_progress_callback(cfg.num_samples, cfg.device.actor_name, cfg.quiet)]
-    mode = resolve_mode(cfg.wandb)
-    if mode != "off":
-        callbacks.append(trial_callback(cfg.wandb_project, name, mode))
+    if wandb_mode != "off":
+        callbacks.append(trial_callback(cfg.wandb_project, name, wandb_mode))
     if cfg.resume:
         # Finished (and errored) trials are kept as they are; unfinished ones start again. The
         # searcher comes back from the experiment folder with every observation it had.

@@ -52,19 +52,24 @@ def _top1(row: dict[str, str]) -> float:
     return min(_float(row.get("top1")), _float(row.get("top1_device")) if row.get("top1_device") else math.inf)
 
 
-def _read(experiment: Path) -> tuple[list[dict[str, str]], dict[str, Any], list[dict[str, str]]]:
+def _csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _read(
+    experiment: Path,
+) -> tuple[list[dict[str, str]], dict[str, Any], list[dict[str, str]], list[dict[str, str]]]:
+    """results.csv, best.json, pareto.csv (``results.pareto_front``'s trials, fastest first) and layers.csv."""
     if not (experiment / "results.csv").is_file() or not (experiment / "best.json").is_file():
         raise UserError(f"{experiment} is not a finished edge_tune experiment: it has no results.csv or best.json")
-    with open(experiment / "results.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    layers: list[dict[str, str]] = []
-    if (experiment / "layers.csv").is_file():
-        with open(experiment / "layers.csv", newline="") as f:
-            layers = list(csv.DictReader(f))
-    return rows, json.loads((experiment / "best.json").read_text()), layers
+    best = json.loads((experiment / "best.json").read_text())
+    return _csv(experiment / "results.csv"), best, _csv(experiment / "pareto.csv"), _csv(experiment / "layers.csv")
 
 
-def _pareto_figure(rows: list[dict[str, str]], best: dict[str, Any], path: Path) -> None:
+def _pareto_figure(rows: list[dict[str, str]], front: list[dict[str, str]], best: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     exp = best["experiment"]
@@ -82,19 +87,6 @@ def _pareto_figure(rows: list[dict[str, str]], best: dict[str, Any], path: Path)
             label=f"{label} ({len(pts)})",
             zorder=3,
         )
-    front = sorted(
-        (
-            r
-            for r in done
-            if not any(
-                _top1(o) >= _top1(r)
-                and _float(o["latency_ms"]) <= _float(r["latency_ms"])
-                and (_top1(o) > _top1(r) or _float(o["latency_ms"]) < _float(r["latency_ms"]))
-                for o in done
-            )
-        ),
-        key=lambda r: _float(r["latency_ms"]),
-    )
     if len(front) > 1:
         ax.step(
             [_float(r["latency_ms"]) for r in front],
@@ -207,12 +199,12 @@ def write_report(experiment: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    rows, best, layers = _read(experiment)
+    rows, best, front, layers = _read(experiment)
     exp = best["experiment"]
     figures = experiment / "figures"
     figures.mkdir(exist_ok=True)
     shown: list[tuple[str, str]] = []
-    _pareto_figure(rows, best, figures / "pareto.png")
+    _pareto_figure(rows, front, best, figures / "pareto.png")
     shown.append(("pareto.png", "Every finished trial's latency against its top-1. Filled: at or above the threshold."))
     _progress_figure(rows, figures / "progress.png")
     shown.append(
