@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -36,7 +37,7 @@ from edge_tune.results import (
 )
 from edge_tune.search import make_searcher
 from edge_tune.space import SearchSpace
-from edge_tune.tracking import log_summary, resolve_mode, trial_callback
+from edge_tune.tracking import log_summary, resolve_mode, trial_callbacks
 from edge_tune.train import Baseline, TrainConfig, load_or_train_baseline
 from edge_tune.trial import TrialContext, run_trial, verify_and_export
 
@@ -70,6 +71,7 @@ class ExperimentConfig:
     finetune_overrides: dict[str, Any] = field(default_factory=dict)  # flags; over the space's finetune section
     device: DeviceConfig = field(default_factory=DeviceConfig)
     trial_cpus: int = 1  # CPUs (torch threads) per trial
+    gpus_per_trial: str = "auto"  # GPUs per trial: a number, or auto (1 when the cluster has GPUs, else 0)
     measure_after_finetune: bool = False  # benchmark after fine-tuning instead of during it (slower)
     resume: bool = False  # continue the experiment output_dir/name: finished trials are kept, not re-run
     argv: list[str] = field(default_factory=list)  # the command line, saved so --resume can rebuild this config
@@ -102,12 +104,42 @@ def dry_run_schedule(space: SearchSpace, data: Dataset, model: torch.nn.Module, 
         raise UserError(f"{space.path}: {exc}") from exc
 
 
-def start_ray(cfg: ExperimentConfig) -> Any:
+def trial_gpus(flag: str, cluster: dict[str, float], joined: bool) -> float:
+    """GPUs per trial from ``--gpus-per-trial``: auto is 1 when the cluster has a GPU now, else 0.
+
+    A number asks for that many whatever the cluster has now: an autoscaling
+    cluster (cluster.yaml) adds GPU workers when trials ask for GPUs. On the
+    local cluster this run starts, asking for more than it has is an error.
+    """
+    if flag == "auto":
+        return 1.0 if cluster.get("GPU", 0) >= 1 else 0.0
+    try:
+        gpus = float(flag)
+    except ValueError:
+        gpus = -1.0
+    if not (gpus >= 0 and math.isfinite(gpus)):
+        raise UserError(f"--gpus-per-trial {flag}: give auto or a number of GPUs (0, 0.5, 1, ...)")
+    if gpus and not joined and cluster.get("GPU", 0) < gpus:
+        raise UserError(
+            f"--gpus-per-trial {flag}: the local Ray cluster has {cluster.get('GPU', 0):g} GPU(s); "
+            "use --gpus-per-trial 0 (or auto), or join a cluster with GPUs with --address"
+        )
+    return gpus
+
+
+def start_ray(cfg: ExperimentConfig, name: str = "") -> Any:
+    """Join the cluster at --address (or RAY_ADDRESS), or start a local one with the dashboard.
+
+    The driver's Ray job carries the experiment's name in its metadata
+    (``edge_tune_experiment``), which the dashboard's Jobs page shows.
+    """
     import ray
+    from ray.job_config import JobConfig
 
     address = cfg.address or os.environ.get("RAY_ADDRESS")
+    job = JobConfig(metadata={"edge_tune_experiment": name, "edge_tune_space": cfg.space.name})
     if address:
-        ctx = ray.init(address=address, namespace="edge_tune", log_to_driver=False)
+        ctx = ray.init(address=address, namespace="edge_tune", log_to_driver=False, job_config=job)
     else:
         cpus = max(os.cpu_count() or 1, cfg.device.threads + cfg.trial_cpus)
         ctx = ray.init(
@@ -117,6 +149,7 @@ def start_ray(cfg: ExperimentConfig) -> Any:
             include_dashboard=True,
             dashboard_host="127.0.0.1",
             log_to_driver=False,
+            job_config=job,
         )
     url = getattr(ctx, "dashboard_url", None)
     token = os.environ.get("RAY_AUTH_MODE") == "token"  # Ray's default for a new local cluster
@@ -127,6 +160,27 @@ def start_ray(cfg: ExperimentConfig) -> Any:
         + ("; on a cluster launched with cluster.yaml, `ray dashboard cluster.yaml` forwards it" if address else "")
     )
     return ray
+
+
+def await_device(ref: Any, what: str, device: DeviceConfig, quiet: bool, every_s: float = 5.0) -> Any:
+    """``ray.get(ref)``, with a progress bar every ``every_s`` seconds once the device job takes longer.
+
+    The bar runs against the timing plan's cap: timing stops there at the
+    latest, or earlier once the speed-up's confidence interval is narrow.
+    """
+    import ray
+
+    start, shown = time.perf_counter(), 0
+    cap = device.timing.time_cap_s
+    while not ray.wait([ref], timeout=0.5)[0]:
+        elapsed = time.perf_counter() - start
+        if not quiet and elapsed >= every_s * (shown + 1):
+            shown += 1
+            _log(
+                f"  {what} [{'#' * round(20 * min(elapsed / cap, 1.0)):20}] {elapsed:.0f}s; timing stops by "
+                f"{cap:.0f}s, or once the speed-up's 95% CI is within {100 * device.timing.target_ci:g}%"
+            )
+    return ray.get(ref)
 
 
 def _progress_callback(total: int, device_actor: str, quiet: bool, every_s: float = 15.0) -> Any:
@@ -145,6 +199,7 @@ def _progress_callback(total: int, device_actor: str, quiet: bool, every_s: floa
             self.best: tuple[float, str] | None = None
             self.last, self.line = 0.0, ""
             self.queue: int | None = None
+            self.job = ""  # what the device is doing, when a benchmark or evaluation has run for a while
             self.queue_ref: Any = None
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -153,7 +208,10 @@ def _progress_callback(total: int, device_actor: str, quiet: bool, every_s: floa
                 return
             self.last = now
             if self.queue_ref is not None and ray.wait([self.queue_ref], timeout=0)[0]:
-                self.queue, self.queue_ref = ray.get(self.queue_ref)["queue_length"], None
+                info, self.queue_ref = ray.get(self.queue_ref), None
+                self.queue = info["queue_length"]
+                slow = info.get("job") and info.get("job_seconds", 0) >= 5
+                self.job = f" (running a {info['job']} for {info['job_seconds']:.0f}s)" if slow else ""
             if self.queue_ref is None:  # asked now, read at a later step: the driver never waits on the device
                 self.queue_ref = get_device(device_actor).info.remote()
             running = sum(t.status == "RUNNING" for t in trials)
@@ -161,7 +219,7 @@ def _progress_callback(total: int, device_actor: str, quiet: bool, every_s: floa
             best = f"{self.best[0]:.3f}x ({self.best[1]})" if self.best else "none yet"
             line = (
                 f"status: {self.done}/{total} trials done, {running} running, {queued} queued; device queue "
-                f"{'?' if self.queue is None else self.queue}; best feasible speedup {best}"
+                f"{'?' if self.queue is None else self.queue}{self.job}; best feasible speedup {best}"
             )
             if line != self.line:
                 self.line = line
@@ -217,9 +275,10 @@ def run_experiment(cfg: ExperimentConfig) -> int:
     threshold = threshold_spec.resolve(baseline.accuracy.top1)
     check_reachable(threshold, baseline.accuracy.top1, threshold_spec)
     objective = Objective(threshold, cfg.accuracy_weight, cfg.objective, cfg.latency_weight)
-    ray = start_ray(cfg)
+    name = cfg.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    ray = start_ray(cfg, name)
     try:
-        return _search(cfg, space, data, baseline, objective, finetune, started, ray)
+        return _search(cfg, space, data, baseline, objective, finetune, started, ray, name)
     finally:
         ray.shutdown()
 
@@ -233,13 +292,14 @@ def _search(
     finetune: TrainConfig,
     started: float,
     ray: Any,
+    name: str,
 ) -> int:
     model = baseline.build(data.num_classes, data.in_channels)
     example = torch.zeros(1, *data.input_shape)
     onnx = verify_and_export(model, example)
     macs, params = count_macs_params(model, example)
     device = start_device(cfg.device, onnx, (data.x_val.numpy(), data.y_val.numpy()))
-    base_latency = ray.get(device.benchmark.remote(onnx))
+    base_latency = await_device(device.benchmark.remote(onnx), "baseline benchmark", cfg.device, cfg.quiet)
     base_device = ray.get(device.evaluate.remote(onnx))
     _log(
         f"device {cfg.device.device} ({base_latency.precision}, {cfg.device.threads} thread(s)): baseline "
@@ -258,13 +318,18 @@ def _search(
         cfg.trial_cpus,
         cfg.device.actor_name,
         cfg.measure_after_finetune,
+        gpus=trial_gpus(
+            cfg.gpus_per_trial, ray.cluster_resources(), joined=bool(cfg.address or os.environ.get("RAY_ADDRESS"))
+        ),
     )
     searcher = make_searcher(
         cfg.searcher, space.params, cfg.initial_points, cfg.seed, cfg.num_samples, objective.constrained
     )
     total = int(ray.cluster_resources().get("CPU", 1))
     concurrent = cfg.max_concurrent or max(1, (total - cfg.device.threads) // cfg.trial_cpus)
-    name = cfg.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if ctx.gpus and cluster_gpus and not cfg.max_concurrent:  # no more trials at once than GPUs for them
+        concurrent = max(1, min(concurrent, int(cluster_gpus // ctx.gpus)))
     storage = cfg.output_dir.resolve()
     epochs = finetune_epochs(cfg, finetune)
     scheduler = make_scheduler(cfg.early_stop, objective.threshold, epochs)
@@ -274,7 +339,10 @@ def _search(
         (storage / name).mkdir(parents=True, exist_ok=True)
         run = {"argv": cfg.argv, "space": str(space.path.resolve()), "cwd": os.getcwd()}
         (storage / name / RUN_FILE).write_text(json.dumps(run, indent=2))
-    _log(f"searching {space.name}: {cfg.num_samples} trials, {concurrent} at a time, searcher {cfg.searcher}")
+    _log(
+        f"searching {space.name}: {cfg.num_samples} trials, {concurrent} at a time, searcher {cfg.searcher}, "
+        + (f"{ctx.gpus:g} GPU(s) per trial" if ctx.gpus else f"{cfg.trial_cpus} CPU(s) per trial, no GPU")
+    )
     search_started = time.perf_counter()
     results = tuner.fit()
     search_seconds = time.perf_counter() - search_started
@@ -315,6 +383,7 @@ def _search(
         "wall_seconds": time.perf_counter() - started,
         "search_seconds": search_seconds,
         "measure_after_finetune": cfg.measure_after_finetune,
+        "gpus_per_trial": ctx.gpus,
     }
     wandb = (cfg.wandb_project, wandb_mode)
     return _finish(storage / name, rows, experiment, device, objective, macs, list(space.params), wandb)
@@ -338,10 +407,11 @@ def _build_tuner(
     # with kill -9 loses at most that second: no finished trial is run again after --resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.trial_cpus})
+    resources = {"cpu": cfg.trial_cpus, **({"gpu": ctx.gpus} if ctx.gpus else {})}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     callbacks = [_progress_callback(cfg.num_samples, cfg.device.actor_name, cfg.quiet)]
     if wandb_mode != "off":
-        callbacks.append(trial_callback(cfg.wandb_project, name, wandb_mode))
+        callbacks += trial_callbacks(cfg.wandb_project, name, wandb_mode)  # in this order
     if cfg.resume:
         # Finished (and errored) trials are kept as they are; unfinished ones start again. The
         # searcher comes back from the experiment folder with every observation it had.

@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"], help="OpenVINO inference precision")
     p.add_argument("--device-threads", type=int, default=1, help="CPU threads (and Ray CPUs) of the device actor")
     p.add_argument(
+        "--gpus-per-trial",
+        default="auto",
+        metavar="N",
+        help="GPUs per trial, for fine-tuning on CUDA: auto (default: 1 when the Ray cluster has GPUs, else 0) "
+        "or a number; on an autoscaling cluster give a number so that Ray adds GPU workers",
+    )
+    p.add_argument(
         "--device-python",
         default="",
         metavar="PATH",
@@ -153,7 +160,7 @@ def _interpreter(path: str) -> None:
 def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Defaults, then the space file, then the flags."""
     from edge_tune.device import DeviceConfig, TimingPlan
-    from edge_tune.experiment import ExperimentConfig
+    from edge_tune.experiment import ExperimentConfig, trial_gpus
     from edge_tune.space import find_space
 
     for flag in ("num_samples", "max_concurrent", "epochs", "baseline_epochs", "initial_points", "device_threads"):
@@ -199,6 +206,14 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.output_dir = args.output_dir
     cfg.wandb, cfg.wandb_project, cfg.quiet = args.wandb, args.wandb_project, args.quiet
     cfg.measure_after_finetune = args.measure_after_finetune
+    cfg.gpus_per_trial = args.gpus_per_trial
+    joined = bool(args.address or os.environ.get("RAY_ADDRESS"))
+    if not joined:  # the local cluster Ray would start has this machine's GPUs; a joined one is asked once up
+        import torch
+
+        trial_gpus(args.gpus_per_trial, {"GPU": torch.cuda.device_count()}, joined=False)
+    else:
+        trial_gpus(args.gpus_per_trial, {}, joined=True)  # the flag's form
     if args.cache_dir is not None:
         cfg.cache_dir = args.cache_dir
     return cfg

@@ -8,7 +8,8 @@ uploads them later. Online when an API key is there (``WANDB_API_KEY``, or
 in the project ``--wandb-project``.
 
 A trial's run holds its config and every result Tune gets from it: each
-fine-tuning epoch's loss, top-1 and top-5, then the final device metrics.
+fine-tuning epoch's loss, top-1 and top-5, then the final device metrics,
+and, in its summary, its per-layer latency table (``layers``, from the trial's checkpoint).
 The summary run holds the experiment's settings and baseline as config, the
 trial table, the Pareto front and the per-layer latency table of the chosen
 trial against the baseline as W&B tables, the report's figures, and the
@@ -25,7 +26,7 @@ from typing import Any
 
 from edge_tune.errors import UserError
 
-__all__ = ["MODES", "log_summary", "resolve_mode", "trial_callback"]
+__all__ = ["MODES", "log_summary", "resolve_mode", "trial_callbacks"]
 
 MODES = ("auto", "offline", "online", "off")
 
@@ -45,12 +46,40 @@ def _environment(mode: str) -> None:
         os.environ["WANDB_MODE"] = "offline"
 
 
-def trial_callback(project: str, group: str, mode: str) -> Any:
-    """Ray Tune's ``WandbLoggerCallback``: each trial a W&B run named by its trial ID, in its own folder."""
-    from ray.air.integrations.wandb import WandbLoggerCallback
+def trial_callbacks(project: str, group: str, mode: str) -> list[Any]:
+    """Ray Tune's ``WandbLoggerCallback`` (each trial a W&B run named by its trial ID, in its own folder),
+    and the callback after it that copies the runs into the experiment folder once they are written."""
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+    from ray.tune import Callback
+
+    class TrialLogger(_WandbLoggingActor):  # type: ignore[misc]
+        """Ray's per-trial logging actor, which also logs the trial's per-layer latency table."""
+
+        def _handle_checkpoint(self, checkpoint_path: str) -> None:
+            # Instead of uploading the whole checkpoint as an artifact: its per-layer latency table.
+            table = Path(checkpoint_path, "layers.csv")
+            if table.exists():  # in the summary: the checkpoint can come before its result's history step
+                self._wandb.run.summary["layers"] = _table(table)
+
+    class Logger(WandbLoggerCallback):  # type: ignore[misc]
+        _logger_actor_cls = TrialLogger
+
+    class CopyRuns(Callback):  # type: ignore[misc]
+        """A trial's W&B run is written in the trial's staging folder, which Tune copies into the experiment
+        folder; Tune's last copy comes before the W&B callback has waited for the last runs to be written
+        (its ``on_experiment_end``), which left the last trial's run as a bare header. Copies them again."""
+
+        def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+            import pyarrow.fs
+
+            for trial in trials:
+                runs = Path(trial.local_path, "wandb")
+                if runs.is_dir() and trial.path:
+                    fs = trial.storage.storage_filesystem
+                    pyarrow.fs.copy_files(str(runs), f"{trial.path}/wandb", destination_filesystem=fs)
 
     _environment(mode)
-    return WandbLoggerCallback(project=project, group=group, mode=mode, job_type="trial")
+    return [Logger(project=project, group=group, mode=mode, job_type="trial", upload_checkpoints=True), CopyRuns()]
 
 
 def _table(path: Path) -> Any:

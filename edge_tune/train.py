@@ -43,15 +43,22 @@ class Accuracy:
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> Accuracy:
     """Top-1 and top-5 accuracy of ``model`` in eval mode, in percent."""
     model.eval()
+    dev = _device(model)
     correct1 = correct5 = 0
     for i in range(0, len(x), batch_size):
-        logits = model(x[i : i + batch_size])  # (B, classes)
+        logits = model(x[i : i + batch_size].to(dev))  # (B, classes)
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices  # (B, k)
-        target = y[i : i + batch_size].unsqueeze(1)
+        target = y[i : i + batch_size].to(dev).unsqueeze(1)
         correct1 += int((topk[:, :1] == target).sum())
         correct5 += int((topk == target).any(dim=1).sum())
     return Accuracy(100.0 * correct1 / len(x), 100.0 * correct5 / len(x))
+
+
+def _device(model: nn.Module) -> torch.device:
+    """Where ``model`` lives; the data stay on the CPU and go there batch by batch."""
+    p = next(model.parameters(), None)
+    return torch.device("cpu") if p is None else p.device
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
@@ -71,6 +78,7 @@ def train_epoch(
     recorded as errored instead of reporting garbage.
     """
     model.train()
+    dev = _device(model)
     order = torch.randperm(len(data.x_train), generator=gen)
     total, steps = 0.0, 0
     for i in range(0, len(order), cfg.batch_size):
@@ -78,7 +86,7 @@ def train_epoch(
         x = data.x_train[idx]
         if cfg.augment:
             x = _augment(x, gen)
-        loss = F.cross_entropy(model(x), data.y_train[idx])
+        loss = F.cross_entropy(model(x.to(dev)), data.y_train[idx].to(dev))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {steps}")
         opt.zero_grad(set_to_none=True)

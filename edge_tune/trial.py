@@ -51,6 +51,7 @@ class TrialContext:
     threads: int  # torch threads in the trial (the CPUs Ray gave it)
     device_actor: str  # the EdgeDevice actor's name
     measure_after_finetune: bool = False  # the original, serial order; for benchmarks/overlap.py
+    gpus: float = 0.0  # GPUs Ray gives each trial (--gpus-per-trial); fine-tuning runs on CUDA when > 0
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -67,6 +68,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     cfg = replace(ctx.train, **{**finetune, **ctx.train_overrides})
     check_schedule_fits(schedule, cfg.epochs)
     compression = CompressionScheduler(model, schedule, example, lambda m: make_optimizer(m, cfg))
+    train_on = torch.device("cuda" if ctx.gpus and torch.cuda.is_available() else "cpu")
     device = get_device(ctx.device_actor)
     # Latency depends only on the architecture, which the schedule fixes in
     # advance: measure the planned network while fine-tuning runs.
@@ -75,6 +77,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     if not ctx.measure_after_finetune:
         latency_ref = device.benchmark.remote(deployable(planned, example, schedule, data)[1])
     del planned
+    model.to(train_on)  # Ray's CUDA_VISIBLE_DEVICES makes "cuda" this trial's GPU
 
     def epoch_end(epoch: int, loss: float, acc: Accuracy) -> None:
         compression.on_epoch_end(epoch)
@@ -95,6 +98,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     fine_tune(model, data, cfg, on_epoch_start=compression.on_epoch_start, on_epoch_end=epoch_end)
     pruned = compression.finish()  # thins what the schedule left masked
+    model.cpu()  # what the device runs is exported from the CPU copy
     acc = evaluate(model, data.x_val, data.y_val)
     final_onnx, final_blob = deployable(model, example, schedule, data)
     on_device = ray.get(device.evaluate.remote(final_blob))

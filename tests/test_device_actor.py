@@ -62,20 +62,27 @@ def actor(ray_local, digits):
     return handle, onnx_bytes, to_onnx(model, example)
 
 
-def test_jobs_queue_and_run_one_at_a_time(ray_local, actor):
+def test_jobs_queue_and_run_one_at_a_time(ray_local, actor, capsys):
+    from edge_tune.experiment import await_device
+
     ray, _ = ray_local
     handle, onnx_bytes, _pruned = actor
     first = handle.benchmark.remote(onnx_bytes)
     second = handle.evaluate.remote(onnx_bytes)
-    seen_queue = 0
+    seen: dict = {"queue_length": 0}
     deadline = time.time() + 10
-    while time.time() < deadline and seen_queue == 0:
-        seen_queue = ray.get(handle.info.remote())["queue_length"]
+    while time.time() < deadline and seen["queue_length"] == 0:
+        seen = ray.get(handle.info.remote())
         time.sleep(0.05)
-    assert seen_queue == 1  # the evaluation waited while the benchmark held the device
-    result, accuracy = ray.get([first, second])
+    assert seen["queue_length"] == 1  # the evaluation waited while the benchmark held the device
+    assert seen["job"] == "benchmark" and seen["job_seconds"] >= 0  # what the status line shows
+    result = await_device(first, "benchmark", SLOW, quiet=False, every_s=0.1)  # the driver's progress bar
+    accuracy = ray.get(second)
     assert result.rounds >= 5 and not result.converged and accuracy.images == 32
-    assert ray.get(handle.info.remote())["queue_length"] == 0
+    bars = [line for line in capsys.readouterr().out.splitlines() if "benchmark [" in line]
+    assert bars and "timing stops by 2s" in bars[0]
+    info = ray.get(handle.info.remote())
+    assert info["queue_length"] == 0 and info["job"] is None
 
 
 def test_killed_mid_benchmark_restarts_and_retries(ray_local, actor):

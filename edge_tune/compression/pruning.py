@@ -69,6 +69,12 @@ class _Cut:
     members: tuple[str, ...]
 
 
+def on_device_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device of ``model``'s parameters (a trial fine-tunes on a GPU when Ray gave it one)."""
+    p = next(model.parameters(), None)
+    return x if p is None else x.to(p.device)
+
+
 def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     """(MACs, parameters) of ``model`` for one image.
 
@@ -90,7 +96,7 @@ def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int
     was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(example[:1])
+            model.eval()(on_device_of(model, example[:1]))
     finally:
         model.train(was_training)
         for h in handles:
@@ -170,13 +176,13 @@ class Pruner:
 
     def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
         self.model, self.example = model, example  # example: (1, C, H, W)
-        self._graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        self._graph = tp.DependencyGraph().build_dependency(model, example_inputs=on_device_of(model, example))
         self._names = {id(m): n for n, m in model.named_modules()}
         self._cuts: dict[frozenset[tuple[int, str]], _Cut] = {}
         self._masks: dict[tuple[str, int, str], tuple[nn.Module, str, torch.Tensor]] = {}  # (source, layer, param)
         was_training = model.training
         with torch.no_grad():
-            self._classes = int(model.eval()(example[:1]).shape[1])
+            self._classes = int(model.eval()(on_device_of(model, example[:1])).shape[1])
         model.train(was_training)
         self.thinned: list[GroupPruned] = []
 
@@ -317,7 +323,8 @@ class Pruner:
     def _after_thinning(self) -> None:
         # Shapes changed: the graph is rebuilt, and an element mask on a thinned
         # layer is re-derived from its zeros (they are exactly the masked weights).
-        self._graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=self.example)
+        example = on_device_of(self.model, self.example)  # the model may have moved to a GPU since
+        self._graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=example)
         for key, (module, pname, mask) in list(self._masks.items()):
             param = getattr(module, pname)
             if param.shape != mask.shape:
@@ -337,7 +344,7 @@ def _lowest(scores: torch.Tensor, target: float, round_to: int = 1) -> list[int]
 def _magnitude_mask(w: torch.Tensor, target: float) -> torch.Tensor:
     """Keep all but the floor(target x numel) smallest |w|."""
     k = int(target * w.numel())
-    mask = torch.ones(w.numel(), dtype=torch.bool)
+    mask = torch.ones(w.numel(), dtype=torch.bool, device=w.device)
     if k > 0:
         mask[torch.argsort(w.abs().flatten(), stable=True)[:k]] = False
     return mask.view_as(w)

@@ -68,6 +68,7 @@ class EdgeDevice:
         self._lock = threading.Lock()  # one device job at a time
         self._count = threading.Lock()
         self._waiting = 0
+        self._current: tuple[str, float] | None = None  # (kind, since): the job the device runs now
         self._metrics = _Metrics(cfg.device)
         self._metrics.queue.set(0)
         self._metrics.busy.set(0.0)
@@ -82,6 +83,7 @@ class EdgeDevice:
                 self._metrics.queue.set(self._waiting)
             hits = self._runner.stats["cache_hits"]
             start = time.perf_counter()
+            self._current = (kind, start)
             try:
                 result = fn(onnx_bytes)
             except EngineDied as exc:
@@ -89,6 +91,8 @@ class EdgeDevice:
                 # Ray restarts it (with a fresh server) and retries the request.
                 print(f"edge_tune: {exc}; restarting the device actor", file=sys.stderr, flush=True)
                 os._exit(1)
+            finally:
+                self._current = None
             self._metrics.seconds.observe(time.perf_counter() - start, tags={"kind": kind})
             if self._runner.stats["cache_hits"] > hits:
                 self._metrics.hits.inc()
@@ -105,7 +109,10 @@ class EdgeDevice:
         return self._runner.baseline_layers
 
     def info(self) -> dict[str, Any]:
-        return {**self._runner.info(), "queue_length": self._waiting, "pid": os.getpid()}
+        """The runner's counters, the queue, and the job running now with its seconds so far."""
+        current = self._current
+        job = {"job": current[0], "job_seconds": time.perf_counter() - current[1]} if current else {"job": None}
+        return {**self._runner.info(), "queue_length": self._waiting, "pid": os.getpid(), **job}
 
 
 def start_device(
