@@ -74,11 +74,10 @@ def three_nodes(tmp_path):
 
 PLACEMENT = """
 import json, sys, ray
-from ray.util.state import list_actors, list_jobs, list_nodes
+from ray.util.state import list_actors, list_nodes
 ray.init(address=sys.argv[1], log_to_driver=False)
 nodes = {n.node_id: n.resources_total for n in list_nodes()}
-actors = [[a.class_name, nodes.get(a.node_id, {})] for a in list_actors(detail=True, limit=1000)]
-print(json.dumps({"actors": actors, "jobs": [j.metadata or {} for j in list_jobs(detail=True)]}))
+print(json.dumps([[a.class_name, nodes.get(a.node_id, {})] for a in list_actors(detail=True, limit=1000)]))
 """
 
 
@@ -102,13 +101,27 @@ def test_a_ray_job_on_three_nodes_puts_the_device_on_the_edge_host(three_nodes, 
         [sys.executable, "-c", PLACEMENT, f"127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    state = json.loads(out.stdout.strip().splitlines()[-1])
-    actors = state["actors"]
-    # The dashboard's Jobs page names the experiment: the driver's job metadata.
-    assert {"edge_tune_experiment": "job", "edge_tune_space": "filter_prune"}.items() <= {
-        k: v for meta in state["jobs"] for k, v in meta.items()
-    }.items(), state["jobs"]
+    actors = json.loads(out.stdout.strip().splitlines()[-1])
     device = [res for name, res in actors if name == "EdgeDevice"]
     trials = [res for name, res in actors if name == "ImplicitFunc"]  # Tune's function trainables
     assert device and all(res.get("edge_device") == 1 for res in device)
     assert len(trials) == 2 and all("edge_device" not in res and res.get("CPU") == 2 for res in trials)
+
+
+NAMED = """
+from ray.util.state import list_jobs
+from edge_tune.experiment import ExperimentConfig, start_ray
+from edge_tune.space import find_space
+ray = start_ray(ExperimentConfig(space=find_space("filter_prune")), "my-experiment")
+print([j.metadata for j in list_jobs(detail=True) if j.type == "DRIVER"])
+ray.shutdown()
+"""
+
+
+def test_a_local_run_names_its_experiment_in_the_dashboards_jobs():
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", NAMED], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "dashboard: http://127.0.0.1:" in out.stdout
+    meta = out.stdout.strip().splitlines()[-1]
+    assert "'edge_tune_experiment': 'my-experiment'" in meta and "'edge_tune_space': 'filter_prune'" in meta

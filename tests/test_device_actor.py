@@ -74,8 +74,8 @@ def test_jobs_queue_and_run_one_at_a_time(ray_local, actor, capsys):
     while time.time() < deadline and seen["queue_length"] == 0:
         seen = ray.get(handle.info.remote())
         time.sleep(0.05)
-    assert seen["queue_length"] == 1  # the evaluation waited while the benchmark held the device
-    assert seen["job"] == "benchmark" and seen["job_seconds"] >= 0  # what the status line shows
+    assert seen["queue_length"] == 1  # one job waited while the other held the device (either may go first)
+    assert seen["job"] in ("benchmark", "evaluate") and seen["job_seconds"] >= 0  # what the status line shows
     result = await_device(first, "benchmark", SLOW, quiet=False, every_s=0.1)  # the driver's progress bar
     accuracy = ray.get(second)
     assert result.rounds >= 5 and not result.converged and accuracy.images == 32
