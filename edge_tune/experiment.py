@@ -127,6 +127,11 @@ def trial_gpus(flag: str, cluster: dict[str, float], joined: bool) -> float:
     return gpus
 
 
+def ray_address(cfg: ExperimentConfig) -> str | None:
+    """The cluster to join (--address, else RAY_ADDRESS, as under ``ray job submit``); None: start one."""
+    return cfg.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def start_ray(cfg: ExperimentConfig, name: str = "") -> Any:
     """Join the cluster at --address (or RAY_ADDRESS), or start a local one with the dashboard.
 
@@ -136,7 +141,7 @@ def start_ray(cfg: ExperimentConfig, name: str = "") -> Any:
     import ray
     from ray.job_config import JobConfig
 
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    address = ray_address(cfg)
     job = JobConfig(metadata={"edge_tune_experiment": name, "edge_tune_space": cfg.space.name})
     if address:
         ctx = ray.init(address=address, namespace="edge_tune", log_to_driver=False, job_config=job)
@@ -208,10 +213,10 @@ def _progress_callback(total: int, device_actor: str, quiet: bool, every_s: floa
                 return
             self.last = now
             if self.queue_ref is not None and ray.wait([self.queue_ref], timeout=0)[0]:
-                info, self.queue_ref = ray.get(self.queue_ref), None
-                self.queue = info["queue_length"]
-                slow = info.get("job") and info.get("job_seconds", 0) >= 5
-                self.job = f" (running a {info['job']} for {info['job_seconds']:.0f}s)" if slow else ""
+                state, self.queue_ref = ray.get(self.queue_ref), None
+                self.queue = state["queue_length"]
+                slow = state.get("job") and state.get("job_seconds", 0) >= 5
+                self.job = f" (running a {state['job']} for {state['job_seconds']:.0f}s)" if slow else ""
             if self.queue_ref is None:  # asked now, read at a later step: the driver never waits on the device
                 self.queue_ref = get_device(device_actor).info.remote()
             running = sum(t.status == "RUNNING" for t in trials)
@@ -306,6 +311,7 @@ def _search(
         f"{base_latency.latency_ms_p50:.3f} ms p50, top1 on device {base_device.top1:.2f}%; "
         f"threshold {objective.threshold:.2f}% top-1"
     )
+    resources = ray.cluster_resources()
     ctx = TrialContext(
         space,
         baseline,
@@ -318,16 +324,14 @@ def _search(
         cfg.trial_cpus,
         cfg.device.actor_name,
         cfg.measure_after_finetune,
-        gpus=trial_gpus(
-            cfg.gpus_per_trial, ray.cluster_resources(), joined=bool(cfg.address or os.environ.get("RAY_ADDRESS"))
-        ),
+        gpus=trial_gpus(cfg.gpus_per_trial, resources, joined=ray_address(cfg) is not None),
     )
     searcher = make_searcher(
         cfg.searcher, space.params, cfg.initial_points, cfg.seed, cfg.num_samples, objective.constrained
     )
-    total = int(ray.cluster_resources().get("CPU", 1))
+    total = int(resources.get("CPU", 1))
     concurrent = cfg.max_concurrent or max(1, (total - cfg.device.threads) // cfg.trial_cpus)
-    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    cluster_gpus = resources.get("GPU", 0)
     if ctx.gpus and cluster_gpus and not cfg.max_concurrent:  # no more trials at once than GPUs for them
         concurrent = max(1, min(concurrent, int(cluster_gpus // ctx.gpus)))
     storage = cfg.output_dir.resolve()

@@ -160,7 +160,7 @@ def _interpreter(path: str) -> None:
 def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Defaults, then the space file, then the flags."""
     from edge_tune.device import DeviceConfig, TimingPlan
-    from edge_tune.experiment import ExperimentConfig, trial_gpus
+    from edge_tune.experiment import ExperimentConfig, ray_address, trial_gpus
     from edge_tune.space import find_space
 
     for flag in ("num_samples", "max_concurrent", "epochs", "baseline_epochs", "initial_points", "device_threads"):
@@ -207,13 +207,12 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.wandb, cfg.wandb_project, cfg.quiet = args.wandb, args.wandb_project, args.quiet
     cfg.measure_after_finetune = args.measure_after_finetune
     cfg.gpus_per_trial = args.gpus_per_trial
-    joined = bool(args.address or os.environ.get("RAY_ADDRESS"))
-    if not joined:  # the local cluster Ray would start has this machine's GPUs; a joined one is asked once up
-        import torch
+    # Checked now, before any training: the local cluster Ray would start has this machine's GPUs; a
+    # joined cluster is asked once Ray is up, and here only the flag's form is checked.
+    joined = ray_address(cfg) is not None
+    import torch
 
-        trial_gpus(args.gpus_per_trial, {"GPU": torch.cuda.device_count()}, joined=False)
-    else:
-        trial_gpus(args.gpus_per_trial, {}, joined=True)  # the flag's form
+    trial_gpus(args.gpus_per_trial, {} if joined else {"GPU": torch.cuda.device_count()}, joined)
     if args.cache_dir is not None:
         cfg.cache_dir = args.cache_dir
     return cfg

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_tune.data import Dataset
-from edge_tune.models import create_model
+from edge_tune.models import create_model, device_of
 
 __all__ = ["Accuracy", "Baseline", "TrainConfig", "evaluate", "fine_tune", "load_or_train_baseline"]
 
@@ -43,7 +43,7 @@ class Accuracy:
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> Accuracy:
     """Top-1 and top-5 accuracy of ``model`` in eval mode, in percent."""
     model.eval()
-    dev = _device(model)
+    dev = device_of(model)  # the data stay on the CPU and go there batch by batch
     correct1 = correct5 = 0
     for i in range(0, len(x), batch_size):
         logits = model(x[i : i + batch_size].to(dev))  # (B, classes)
@@ -53,12 +53,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         correct1 += int((topk[:, :1] == target).sum())
         correct5 += int((topk == target).any(dim=1).sum())
     return Accuracy(100.0 * correct1 / len(x), 100.0 * correct5 / len(x))
-
-
-def _device(model: nn.Module) -> torch.device:
-    """Where ``model`` lives; the data stay on the CPU and go there batch by batch."""
-    p = next(model.parameters(), None)
-    return torch.device("cpu") if p is None else p.device
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
@@ -78,7 +72,7 @@ def train_epoch(
     recorded as errored instead of reporting garbage.
     """
     model.train()
-    dev = _device(model)
+    dev = device_of(model)
     order = torch.randperm(len(data.x_train), generator=gen)
     total, steps = 0.0, 0
     for i in range(0, len(order), cfg.batch_size):

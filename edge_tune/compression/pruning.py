@@ -32,6 +32,7 @@ import torch_pruning as tp
 from torch import nn
 
 from edge_tune.compression.schedule import PrunerSpec
+from edge_tune.models import device_of
 
 __all__ = ["GroupPruned", "PruneReport", "Pruner", "apply_pruners", "count_macs_params", "resolve_weights"]
 
@@ -70,9 +71,8 @@ class _Cut:
 
 
 def on_device_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` on the device of ``model``'s parameters (a trial fine-tunes on a GPU when Ray gave it one)."""
-    p = next(model.parameters(), None)
-    return x if p is None else x.to(p.device)
+    """``x`` on the device of ``model``'s parameters."""
+    return x.to(device_of(model))
 
 
 def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from torch import nn
 
 from edge_tune.errors import UserError
 
-__all__ = ["ModelFn", "available_models", "create_model", "fit_to_state_dict", "register_model"]
+__all__ = ["ModelFn", "available_models", "create_model", "device_of", "fit_to_state_dict", "register_model"]
 
 ModelFn = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelFn] = {}
@@ -53,6 +53,12 @@ def create_model(name: str, *, num_classes: int, in_channels: int) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise UserError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (a trial fine-tunes on a GPU when Ray gave it one)."""
+    p = next(model.parameters(), None)
+    return torch.device("cpu") if p is None else p.device
 
 
 def fit_to_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
