@@ -119,6 +119,18 @@ def test_no_feasible_point_yet_heads_for_feasibility():
     assert min(c["x"] + c["y"] for c, _ in results[3:]) < min(c["x"] + c["y"] for c, _ in results[:3])
 
 
+def test_one_lucky_trial_does_not_become_the_incumbent():
+    # Feasible up to x = 0.5 (score = x); infeasible beyond, but one noisy fine-tune at
+    # x = 0.8 scraped past the threshold. Its neighbours say it is infeasible.
+    s = ConstrainedBayesOpt({"x": Param("x", "float", 0.0, 1.0)}, initial_points=0, seed=0)
+    for i in range(11):
+        x = i / 10
+        s._record({"x": x}, x, 0.05 if x == 0.8 else (1.0 if x <= 0.5 else -1.0))
+    s.suggest("next")
+    assert s._optimizer.space._target_max() == pytest.approx(0.8)  # bayes_opt's own incumbent: the lucky one
+    assert s._optimizer.acquisition_function.y_max == pytest.approx(0.5, abs=0.1)  # ours: the best believed feasible
+
+
 def test_never_reruns_a_point_already_run():
     s = ConstrainedBayesOpt(PARAMS, initial_points=2, seed=0)
     # A flat objective with one tempting, infeasible spike: the GP must not send trials back to it.

@@ -8,6 +8,11 @@ learns the probability that ``constraint >= 0`` and whose acquisition is
 expected improvement weighted by that probability. Errored trials and NaN or
 infinite results never reach the optimiser.
 
+Noise: a fine-tune's top-1 moves by about a point with its seed, as much as a
+threshold's margin. Both GPs fit a white-noise term with their kernel, and the
+improvement is measured from the best trial the models *believe* feasible
+(posterior mean), not the best lucky observation (``noisy_expected_improvement``).
+
 Parallel trials (kriging believer): while trials are pending, the GPs are
 fitted on the finished ones, each pending point is registered with what the
 GPs predict for it (score and constraint), and the acquisition is maximised
@@ -19,6 +24,7 @@ copies of the same argmax (``tests/test_search.py``).
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import warnings
@@ -58,10 +64,11 @@ class ConstrainedBayesOpt(Searcher):
         self.constraint_metric = constraint_metric
         self.initial_points = initial_points  # random trials before the GP proposes
         self.seed = seed
-        # Both GPs model noisy measurements (speed-up CV of a few %, accuracy on a
-        # few hundred images): without a noise term they interpolate wildly between
-        # near-identical points and the acquisition keeps proposing those.
-        self.noise = noise  # GP alpha, on the normalised targets
+        # Both GPs model noisy measurements (speed-up CV of a few %, top-1 moving by
+        # about a point with the fine-tune's seed): each learns its noise level
+        # (a white-noise term, fitted with the kernel) starting from this one, on the
+        # normalised targets. A fixed small noise lets one lucky fine-tune decide.
+        self.noise = noise
         # Pruning ratios round to channel counts, so points closer than this
         # (L-inf, as a fraction of each range) to one already run or pending are
         # mostly the same network (one channel of a 16-wide layer is 6% of it):
@@ -79,6 +86,7 @@ class ConstrainedBayesOpt(Searcher):
 
     def _new_optimizer(self, random_state: Any = None) -> Any:
         from bayes_opt import BayesianOptimization
+        from bayes_opt.parameter import wrap_kernel
         from scipy.optimize import NonlinearConstraint
 
         with warnings.catch_warnings():
@@ -91,11 +99,28 @@ class ConstrainedBayesOpt(Searcher):
                 verbose=0,
                 allow_duplicate_points=True,
             )
-        opt.set_gp_params(alpha=self.noise)
+        unit = UnitCube(opt.space)
+        opt._gp.set_params(kernel=wrap_kernel(self._kernel(), unit), alpha=1e-6)
         # bayes_opt has no public setter for the constraint's GPs.
         for gp in opt.constraint._model if opt.constraint is not None else ():
-            gp.set_params(alpha=self.noise)
+            gp.set_params(kernel=wrap_kernel(self._kernel(), unit), alpha=1e-6)
+        opt._acquisition_function = noisy_expected_improvement(xi=0.01)
         return opt
+
+    def _kernel(self) -> Any:
+        """Amplitude x Matern 5/2 + white noise, on inputs scaled to the unit cube.
+
+        bayes_opt's default (a bare Matern, amplitude fixed at 1, length scale free down
+        to 1e-5, on raw units) collapses its length scale on noisy data: far from the
+        trials it then predicts the prior's full variance and expected improvement sends
+        trials to the corners of the space. The length scale is kept at 0.1 or more of
+        each range (a few channels of a pruned layer), the amplitude and the noise are fitted.
+        """
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+        return ConstantKernel(1.0, (1e-2, 1e2)) * Matern(
+            length_scale=0.5, length_scale_bounds=(0.1, 10.0), nu=2.5
+        ) + WhiteKernel(self.noise, (1e-6, 1.0))
 
     def _typed(self, raw: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -218,6 +243,65 @@ class ConstrainedBayesOpt(Searcher):
         self.origins = state.get("origins", [])
         self._optimizer._random_state.set_state(state["rng"])
         print(f"[edge_tune] searcher restored with {len(self._observations)} observation(s)", flush=True)
+
+
+class UnitCube:
+    """The GP's input transform: bayes_opt's own (typed parameters), then every column scaled to [0, 1]."""
+
+    def __init__(self, space: Any) -> None:
+        self.space = space
+        self.low = space.bounds[:, 0]
+        self.span = np.where(np.ptp(space.bounds, axis=1) > 0, np.ptp(space.bounds, axis=1), 1.0)
+
+    def __call__(self, x: Any) -> Any:
+        return (self.space.kernel_transform(x) - self.low) / self.span
+
+
+@functools.cache
+def _noisy_ei() -> type:
+    """The class below, built on first use: bayes_opt (and sklearn with it) is imported late."""
+    from bayes_opt.acquisition import AcquisitionFunction, ExpectedImprovement
+    from bayes_opt.exception import NoValidPointRegisteredError
+
+    class Noisy(ExpectedImprovement):
+        """Expected improvement over the best *predicted* feasible trial, not the best observed.
+
+        bayes_opt's incumbent is the highest score among trials whose observed constraint
+        holds. With noisy accuracy, one lucky fine-tune of an infeasible, much faster
+        configuration becomes that incumbent, no other point can improve on it, and the
+        search stalls beside it. Here the incumbent is the highest posterior mean of the
+        score among trials the constraint model believes feasible (probability >= 1/2).
+        """
+
+        def suggest(  # type: ignore[override]
+            self,
+            gp: Any,
+            target_space: Any,
+            n_random: int = 10_000,
+            n_smart: int = 10,
+            fit_gp: bool = True,
+            random_state: Any = None,
+        ) -> Any:
+            if fit_gp:
+                self._fit_gp(gp=gp, target_space=target_space)
+            xs = target_space.params
+            believed = np.ones(len(xs), dtype=bool)
+            if target_space.constraint is not None:
+                believed = target_space.constraint.predict(xs) >= 0.5
+            if not believed.any():
+                raise NoValidPointRegisteredError("no trial is believed feasible yet")
+            self.y_max = float(gp.predict(xs)[believed].max())  # type: ignore[assignment]
+            x = AcquisitionFunction.suggest(
+                self, gp, target_space, n_random=n_random, n_smart=n_smart, fit_gp=False, random_state=random_state
+            )
+            self.decay_exploration()
+            return x
+
+    return Noisy
+
+
+def noisy_expected_improvement(xi: float) -> Any:
+    return _noisy_ei()(xi=xi)
 
 
 def finite(v: Any) -> bool:
