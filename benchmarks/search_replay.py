@@ -171,13 +171,13 @@ def _job(args: tuple[str, int, str, bool, str | None]) -> tuple[str, int, list[f
 
 
 def curves(
-    table_path: Path, seeds: int, workers: int, factorial_only: bool, seeds_path: Path | None
+    table_path: Path, seeds: int, workers: int, factorial_only: bool, seeds_path: Path | None, names: list[str]
 ) -> dict[str, list[list[float]]]:
     import multiprocessing
 
     sp = str(seeds_path) if seeds_path else None
-    jobs = [(name, seed, str(table_path), factorial_only, sp) for name in LABELS for seed in range(seeds)]
-    out: dict[str, dict[int, list[float]]] = {name: {} for name in LABELS}
+    jobs = [(name, seed, str(table_path), factorial_only, sp) for name in names for seed in range(seeds)]
+    out: dict[str, dict[int, list[float]]] = {name: {} for name in names}
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         for name, seed, curve in pool.imap_unordered(_job, jobs):
             out[name][seed] = curve
@@ -258,6 +258,7 @@ def main() -> None:
         help="more fine-tuning seeds per configuration (search_table.py --seeds); 'none': the table's seed alone",
     )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--only", nargs="+", choices=list(LABELS), default=list(LABELS), help="searchers to replay")
     p.add_argument("--only-ray", action="store_true", help=argparse.SUPPRESS)  # the subprocess's part
     p.add_argument("--factorial-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -277,7 +278,7 @@ def main() -> None:
             cmd += ["--factorial-only"] if factorial_only else []
             cmd += ["--seeds-table", str(seeds_path or "none")]
             ray_proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-        results = curves(args.table, args.seeds, args.workers, factorial_only, seeds_path)
+        results = curves(args.table, args.seeds, args.workers, factorial_only, seeds_path, args.only)
         if ray_proc is not None:
             out, _ = ray_proc.communicate()
             if ray_proc.returncode != 0:
@@ -285,7 +286,8 @@ def main() -> None:
             results["Ray BayesOptSearch, penalty (bayes_opt 1.4.3)"] = json.loads(out.strip().splitlines()[-1])
         sections.append((factorial_only, table, results, sweep(table)))
     # Early stopping replays the table's per-epoch top-1, which only its own fine-tune (seed 0) recorded.
-    write(sections, early_stopping(Table(read_table(args.table))), args.seeds)
+    # A partial run (--only) prints its table and leaves docs/ alone.
+    write(sections, early_stopping(Table(read_table(args.table))), args.seeds, save=set(args.only) == set(LABELS))
 
 
 def _fmt(x: float, horizon: int) -> str:
@@ -302,7 +304,7 @@ def _hits(runs: list[list[float]], best: float, gap: float) -> tuple[str, list[f
     return cell, [None if math.isinf(h) else float(h) for h in hits]
 
 
-def write(sections: list[tuple[bool, Table, dict, dict]], stopping: dict, seeds: int) -> None:
+def write(sections: list[tuple[bool, Table, dict, dict]], stopping: dict, seeds: int, save: bool = True) -> None:
     summary: dict[str, Any] = {
         "seeds": seeds,
         "finetune_seeds": sections[0][1].seeds,
@@ -315,7 +317,8 @@ def write(sections: list[tuple[bool, Table, dict, dict]], stopping: dict, seeds:
         "Searchers replayed on a table of real `filter_prune` trials (ResNet-20 on digits, 3 fine-tuning epochs,",
         "speed-up measured on the CPU device against the baseline): `python benchmarks/search_table.py`,",
         f"then `python benchmarks/search_replay.py --seeds {seeds} --bo1 <folder>`. A trial is a lookup of the",
-        "nearest configuration in `search_table.csv`; trials run one at a time; 5 initial random points.",
+        "nearest configuration in `search_table.csv`; trials run one at a time; 5 initial points (random, except",
+        "ConstrainedBayesOpt's first 3: the uniform diagonal at 1/2, 1/4 and 3/4 of the range).",
         "Top-1 is the lower of PyTorch and device; the threshold is the fine-tuned unpruned network's - 1 point.",
         *(
             [
@@ -383,10 +386,12 @@ def write(sections: list[tuple[bool, Table, dict, dict]], stopping: dict, seeds:
             f"| {label} | {s['epochs_saved_pct']:.1f}% | {s['feasible_stopped_per_32']:.2f} | "
             f"{s['best_stopped_runs']:.0f} of 20 |"
         )
+    print("\n".join(lines))
+    if not save:
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "search.json").write_text(json.dumps(summary, indent=2, default=float))
     (OUT / "search.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

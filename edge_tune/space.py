@@ -177,6 +177,9 @@ def _parse(name: str, path: Path, doc: Any) -> SearchSpace:
     bad = sorted(set(search) - _SEARCH_KEYS)
     if bad:
         raise ValueError(f"search.{bad[0]}: unknown key; allowed: {', '.join(sorted(_SEARCH_KEYS))}")
+    for key, value in search.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"search.{key}: {value!r} is not a whole number of at least 1")
     params = {p: _parse_param(p, s, f"params.{p}") for p, s in doc["params"].items()}
     if not params:
         raise ValueError("params: at least one parameter is needed to search")

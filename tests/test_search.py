@@ -66,6 +66,23 @@ def test_typed_parameters_come_back_typed():
         assert cfg["g"] in ("Filters", "Channels")
 
 
+def test_first_points_are_the_uniform_diagonal_then_random():
+    params = {
+        "r": Param("r", "float", 0.0, 0.8),
+        "k": Param("k", "int", 1, 5),
+        "g": Param("g", "choice", values=("Filters", "Channels")),
+    }
+    s = ConstrainedBayesOpt(params, initial_points=5, seed=0)
+    first = [s.suggest(f"t{i}") for i in range(5)]
+    assert first[:3] == [
+        {"r": 0.4, "k": 3, "g": "Filters"},  # the middle of every range first
+        {"r": 0.2, "k": 2, "g": "Channels"},
+        {"r": 0.6, "k": 4, "g": "Filters"},
+    ]
+    assert s.origins == ["uniform"] * 3 + ["random"] * 2
+    assert ConstrainedBayesOpt(params, initial_points=2, seed=0).uniform_points == 2  # never more than initial
+
+
 def _linf(a, b):
     return max(abs(a[k] - b[k]) for k in a)
 
@@ -74,8 +91,12 @@ def _linf(a, b):
 def test_four_concurrent_suggestions_are_informative_not_duplicates(seed):
     # Kriging believer: each pending point is held at the GPs' prediction, so the next
     # proposal is the model's best elsewhere, not the same argmax again and not a random fill-in.
+    # Random initial points only: the uniform diagonal's midpoint is this objective's optimum,
+    # after which expected improvement is flat and there is no single argmax to collapse onto.
     def four(believer):
-        s = ConstrainedBayesOpt(PARAMS, initial_points=4, seed=seed, believer=believer, min_distance=distance)
+        s = ConstrainedBayesOpt(
+            PARAMS, initial_points=4, seed=seed, believer=believer, min_distance=distance, uniform_points=0
+        )
         drive(s, 8)
         return [s.suggest(f"p{i}") for i in range(4)], s.origins[-4:]
 

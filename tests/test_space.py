@@ -79,6 +79,8 @@ def test_unknown_space_lists_the_found_ones():
         (("class: L1RankedStructureParameterPruner", "class: MagicPruner"), "schedule.pruners.p.class"),
         (("instance_name: lr}", "instance_name: nosuch}"), "schedule.policies[1].lr_scheduler.instance_name"),
         (("class: StepLR", "class: NoSuchLR"), "schedule.lr_schedulers.lr.class"),
+        (("finetune: {epochs: 1}", "finetune: {epochs: 1}\nsearch: {initial_points: 0}"), "search.initial_points"),
+        (("finetune: {epochs: 1}", "finetune: {epochs: 1}\nsearch: {num_samples: many}"), "search.num_samples"),
     ],
 )
 def test_bad_space_names_file_and_key(tmp_path, edit, key):
