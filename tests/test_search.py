@@ -54,33 +54,30 @@ def test_nan_inf_and_errors_never_reach_the_optimiser():
     assert len(s.observations) == 1
 
 
+TYPED = {
+    "r": Param("r", "float", 0.0, 0.9),
+    "k": Param("k", "int", 1, 4),
+    "g": Param("g", "choice", values=("Filters", "Channels")),
+}
+
+
 def test_typed_parameters_come_back_typed():
-    params = {
-        "r": Param("r", "float", 0.0, 0.9),
-        "k": Param("k", "int", 1, 4),
-        "g": Param("g", "choice", values=("Filters", "Channels")),
-    }
-    s = ConstrainedBayesOpt(params, initial_points=2, seed=0)
+    s = ConstrainedBayesOpt(TYPED, initial_points=2, seed=0)
     for cfg, _ in drive(s, 6, lambda c: {"score": c["r"] + c["k"] / 4, "constraint": 0.5 - c["r"]}):
         assert isinstance(cfg["r"], float) and isinstance(cfg["k"], int) and 1 <= cfg["k"] <= 4
         assert cfg["g"] in ("Filters", "Channels")
 
 
 def test_first_points_are_the_uniform_diagonal_then_random():
-    params = {
-        "r": Param("r", "float", 0.0, 0.8),
-        "k": Param("k", "int", 1, 5),
-        "g": Param("g", "choice", values=("Filters", "Channels")),
-    }
-    s = ConstrainedBayesOpt(params, initial_points=5, seed=0)
+    s = ConstrainedBayesOpt(TYPED, initial_points=5, seed=0)
     first = [s.suggest(f"t{i}") for i in range(5)]
     assert first[:3] == [
-        {"r": 0.4, "k": 3, "g": "Filters"},  # the middle of every range first
-        {"r": 0.2, "k": 2, "g": "Channels"},
-        {"r": 0.6, "k": 4, "g": "Filters"},
+        {"r": 0.45, "k": 2, "g": "Filters"},  # the middle of every range first (k: 2.5, rounded to even)
+        {"r": 0.225, "k": 2, "g": "Channels"},
+        {"r": 0.675, "k": 3, "g": "Filters"},
     ]
     assert s.origins == ["uniform"] * 3 + ["random"] * 2
-    assert ConstrainedBayesOpt(params, initial_points=2, seed=0).uniform_points == 2  # never more than initial
+    assert ConstrainedBayesOpt(TYPED, initial_points=2, seed=0).uniform_points == 2  # never more than initial
 
 
 def _linf(a, b):

@@ -10,7 +10,7 @@ from ray.tune.search import Searcher
 
 from edge_tune.space import Param
 
-__all__ = ["RandomSearch", "UniformSweep"]
+__all__ = ["RandomSearch", "UniformSweep", "uniform_point"]
 
 
 class _Stateful(Searcher):
@@ -77,15 +77,19 @@ class UniformSweep(_Stateful):
         if self._next >= self.n:
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel, a str
         k, self._next = self._next, self._next + 1
-        t = k / (self.n - 1) if self.n > 1 else 0.0
-        config: dict[str, Any] = {}
-        for name, p in self.params.items():
-            if p.type == "choice":
-                config[name] = p.values[k % len(p.values)]
-            else:
-                value = p.low + t * (p.high - p.low)
-                config[name] = round(value) if p.type == "int" else round(value, 10)
-        return config
+        return uniform_point(self.params, k / (self.n - 1) if self.n > 1 else 0.0, k)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         pass
+
+
+def uniform_point(params: dict[str, Param], t: float, k: int) -> dict[str, Any]:
+    """Every float and int parameter at fraction ``t`` of its range (ints rounded); choice ``k`` in turn."""
+    config: dict[str, Any] = {}
+    for name, p in params.items():
+        if p.type == "choice":
+            config[name] = p.values[k % len(p.values)]
+        else:
+            value = p.low + t * (p.high - p.low)
+            config[name] = round(value) if p.type == "int" else round(value, 10)
+    return config

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
+from edge_tune.search.basic import uniform_point
 from edge_tune.space import Param
 
 __all__ = ["ConstrainedBayesOpt"]
@@ -200,14 +201,7 @@ class ConstrainedBayesOpt(Searcher):
         fractions = sorted(
             ((i + 1) / (self.uniform_points + 1) for i in range(self.uniform_points)), key=lambda t: abs(t - 0.5)
         )
-        t, config = fractions[k], {}
-        for name, p in self.params.items():
-            if p.type == "choice":
-                config[name] = p.values[k % len(p.values)]
-            else:
-                value = p.low + t * (p.high - p.low)
-                config[name] = round(value) if p.type == "int" else round(value, 10)
-        return config
+        return uniform_point(self.params, fractions[k], k)
 
     def _random(self, tries: int = 20) -> dict[str, Any]:
         for _ in range(tries):
