@@ -266,7 +266,8 @@ class UnitCube:
     def __init__(self, space: Any) -> None:
         self.space = space
         self.low = space.bounds[:, 0]
-        self.span = np.where(np.ptp(space.bounds, axis=1) > 0, np.ptp(space.bounds, axis=1), 1.0)
+        span = np.ptp(space.bounds, axis=1)
+        self.span = np.where(span > 0, span, 1.0)
 
     def __call__(self, x: Any) -> Any:
         return (self.space.kernel_transform(x) - self.low) / self.span
