@@ -17,6 +17,10 @@ random, while the configuration counts as feasible, and as found, only when
 its mean top-1 over all seeds clears the threshold. A lucky fine-tune of an
 infeasible configuration is then no success.
 
+Three tables: the whole table; its full-factorial grid alone (without the
+finely sampled uniform diagonal); and the rows of a space with stage 1 capped
+at 0.36, whose best is off the uniform diagonal.
+
 Compared at budgets of 8, 16 and 32 trials over ``--seeds`` seeds: edge_tune's
 ConstrainedBayesOpt, Optuna's constrained TPE, random search, the uniform
 sweep (deterministic: one run per budget), ConstrainedBayesOpt on the
@@ -57,17 +61,33 @@ INITIAL_POINTS = 5  # search_spaces/filter_prune.yaml
 DROP = 1.0  # the default threshold: one point below the baseline
 
 
+VARIANTS = {
+    "all": "The whole table",
+    "factorial": "The full-factorial grid alone (the uniform diagonal left out)",
+    "capped": "Stage 1 capped at 0.36: the best off the uniform diagonal",
+}
+NOTES = {
+    "capped": "The space of a user who keeps the first, narrowest stage (16 channels) at 0.36 or less: the\n"
+    "table's rows within those bounds, searched over them. Its uniform diagonal, every ratio at the same\n"
+    "fraction of its range, is (0.36t, 0.9t, 0.9t); its best feasible lies off it, so the sweep cannot find it.",
+}
+# Each stage's highest ratio in the searched space.
+HIGHS = {"all": (0.9, 0.9, 0.9), "factorial": (0.9, 0.9, 0.9), "capped": (0.36, 0.9, 0.9)}
+
+
 class Table:
     """The table's rows; ``top1`` is the mean over fine-tuning seeds when ``seeds`` has more of them."""
 
     def __init__(
         self,
         rows: list[dict[str, Any]],
-        factorial_only: bool = False,
+        variant: str = "all",
         seeds: dict[tuple[float, ...], dict[int, float]] | None = None,
     ) -> None:
-        if factorial_only:  # without the finely sampled uniform diagonal
+        self.highs = HIGHS[variant]
+        if variant == "factorial":  # without the finely sampled uniform diagonal
             rows = [r for r in rows if all(r[p] in LEVELS for p in PARAMS)]
+        rows = [r for r in rows if all(r[p] <= h + 1e-9 for p, h in zip(PARAMS, self.highs, strict=True))]
         self.x = np.array([[r[p] for p in PARAMS] for r in rows])
         # Seed 0 is the table's own fine-tune, judged by the lower of PyTorch and device top-1.
         self.samples = [[min(r["top1"], r["top1_device"])] for r in rows]
@@ -129,24 +149,29 @@ def horizon(name: str) -> int:
     return RANDOM_HORIZON if name == "random" else HORIZON
 
 
-def ours(name: str, seed: int, combined: bool = False) -> Any:
-    from edge_tune.search import make_searcher
+def space(table: Table) -> dict[str, Any]:
     from edge_tune.space import Param
 
-    params = {p: Param(p, "float", 0.0, 0.9) for p in PARAMS}
-    return make_searcher(name, params, INITIAL_POINTS, seed, num_samples=horizon(name), constrained=not combined)
+    return {p: Param(p, "float", 0.0, h) for p, h in zip(PARAMS, table.highs, strict=True)}
 
 
-def load(table_path: Path, factorial_only: bool, seeds_path: Path | None) -> Table:
-    return Table(read_table(table_path), factorial_only, read_seeds(seeds_path) if seeds_path else None)
+def ours(name: str, table: Table, seed: int, combined: bool = False) -> Any:
+    from edge_tune.search import make_searcher
+
+    n = horizon(name)
+    return make_searcher(name, space(table), INITIAL_POINTS, seed, num_samples=n, constrained=not combined)
 
 
-def ray_bayesopt(seed: int) -> Any:
+def load(table_path: Path, variant: str, seeds_path: Path | None) -> Table:
+    return Table(read_table(table_path), variant, read_seeds(seeds_path) if seeds_path else None)
+
+
+def ray_bayesopt(table: Table, seed: int) -> Any:
     from ray import tune
     from ray.tune.search.bayesopt import BayesOptSearch
 
     return BayesOptSearch(
-        {p: tune.uniform(0.0, 0.9) for p in PARAMS},
+        {p: tune.uniform(0.0, h) for p, h in zip(PARAMS, table.highs, strict=True)},
         metric="score",
         mode="max",
         random_search_steps=INITIAL_POINTS,
@@ -162,21 +187,21 @@ LABELS = {
 }
 
 
-def _job(args: tuple[str, int, str, bool, str | None]) -> tuple[str, int, list[float]]:
-    name, seed, table_path, factorial_only, seeds_path = args
-    table = load(Path(table_path), factorial_only, Path(seeds_path) if seeds_path else None)
+def _job(args: tuple[str, int, str, str, str | None]) -> tuple[str, int, list[float]]:
+    name, seed, table_path, variant, seeds_path = args
+    table = load(Path(table_path), variant, Path(seeds_path) if seeds_path else None)
     if name == "combined":
-        return name, seed, replay(table, ours("bayesopt", seed, combined=True), HORIZON, seed, combined=True)
-    return name, seed, replay(table, ours(name, seed), horizon(name), seed)
+        return name, seed, replay(table, ours("bayesopt", table, seed, combined=True), HORIZON, seed, combined=True)
+    return name, seed, replay(table, ours(name, table, seed), horizon(name), seed)
 
 
 def curves(
-    table_path: Path, seeds: int, workers: int, factorial_only: bool, seeds_path: Path | None, names: list[str]
+    table_path: Path, seeds: int, workers: int, variant: str, seeds_path: Path | None, names: list[str]
 ) -> dict[str, list[list[float]]]:
     import multiprocessing
 
     sp = str(seeds_path) if seeds_path else None
-    jobs = [(name, seed, str(table_path), factorial_only, sp) for name in names for seed in range(seeds)]
+    jobs = [(name, seed, str(table_path), variant, sp) for name in names for seed in range(seeds)]
     out: dict[str, dict[int, list[float]]] = {name: {} for name in names}
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         for name, seed, curve in pool.imap_unordered(_job, jobs):
@@ -188,10 +213,8 @@ def curves(
 def sweep(table: Table) -> dict[int, float]:
     """The uniform sweep at each budget: ``budget`` evenly spaced ratios, every stage alike."""
     from edge_tune.search import UniformSweep
-    from edge_tune.space import Param
 
-    params = {p: Param(p, "float", 0.0, 0.9) for p in PARAMS}
-    return {b: replay(table, UniformSweep(params, n=b), b)[-1] for b in BUDGETS}  # feasibility by the mean
+    return {b: replay(table, UniformSweep(space(table), n=b), b)[-1] for b in BUDGETS}  # feasibility by the mean
 
 
 def within(curve: list[float], target: float, gap: float = 0.05) -> float:
@@ -240,12 +263,6 @@ def early_stopping(table: Table, orders: int = 20) -> dict[str, dict[str, float]
     return stats
 
 
-VARIANTS = {
-    False: "The whole table",
-    True: "The full-factorial grid alone (the uniform diagonal left out)",
-}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=20)
@@ -259,35 +276,37 @@ def main() -> None:
     )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--only", nargs="+", choices=list(LABELS), default=list(LABELS), help="searchers to replay")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="tables to replay on")
     p.add_argument("--only-ray", action="store_true", help=argparse.SUPPRESS)  # the subprocess's part
-    p.add_argument("--factorial-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", choices=list(VARIANTS), default="all", help=argparse.SUPPRESS)
     args = p.parse_args()
     seeds_path = None if args.seeds_table in (None, Path("none")) else args.seeds_table
     if args.only_ray:
-        table = load(args.table, args.factorial_only, seeds_path)
-        curves_ = [replay(table, ray_bayesopt(s), HORIZON, s, penalty=True) for s in range(args.seeds)]
+        table = load(args.table, args.variant, seeds_path)
+        curves_ = [replay(table, ray_bayesopt(table, s), HORIZON, s, penalty=True) for s in range(args.seeds)]
         print(json.dumps(curves_))
         return
     sections = []
-    for factorial_only in VARIANTS:
-        table = load(args.table, factorial_only, seeds_path)
+    for variant in args.variants:
+        table = load(args.table, variant, seeds_path)
         ray_proc = None
         if args.bo1:  # Ray's wrapper in its own interpreter, beside ours
             env = {**os.environ, "PYTHONPATH": f"{args.bo1}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
             cmd = [sys.executable, __file__, "--only-ray", "--seeds", str(args.seeds), "--table", str(args.table)]
-            cmd += ["--factorial-only"] if factorial_only else []
+            cmd += ["--variant", variant]
             cmd += ["--seeds-table", str(seeds_path or "none")]
             ray_proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-        results = curves(args.table, args.seeds, args.workers, factorial_only, seeds_path, args.only)
+        results = curves(args.table, args.seeds, args.workers, variant, seeds_path, args.only)
         if ray_proc is not None:
             out, _ = ray_proc.communicate()
             if ray_proc.returncode != 0:
                 raise SystemExit("Ray's BayesOptSearch replay failed")
             results["Ray BayesOptSearch, penalty (bayes_opt 1.4.3)"] = json.loads(out.strip().splitlines()[-1])
-        sections.append((factorial_only, table, results, sweep(table)))
+        sections.append((variant, table, results, sweep(table)))
     # Early stopping replays the table's per-epoch top-1, which only its own fine-tune (seed 0) recorded.
-    # A partial run (--only) prints its table and leaves docs/ alone.
-    write(sections, early_stopping(Table(read_table(args.table))), args.seeds, save=set(args.only) == set(LABELS))
+    # A partial run (--only, --variants) prints its tables and leaves docs/ alone.
+    whole = set(args.only) == set(LABELS) and set(args.variants) == set(VARIANTS)
+    write(sections, early_stopping(Table(read_table(args.table))), args.seeds, save=whole)
 
 
 def _fmt(x: float, horizon: int) -> str:
@@ -304,7 +323,7 @@ def _hits(runs: list[list[float]], best: float, gap: float) -> tuple[str, list[f
     return cell, [None if math.isinf(h) else float(h) for h in hits]
 
 
-def write(sections: list[tuple[bool, Table, dict, dict]], stopping: dict, seeds: int, save: bool = True) -> None:
+def write(sections: list[tuple[str, Table, dict, dict]], stopping: dict, seeds: int, save: bool = True) -> None:
     summary: dict[str, Any] = {
         "seeds": seeds,
         "finetune_seeds": sections[0][1].seeds,
@@ -318,7 +337,8 @@ def write(sections: list[tuple[bool, Table, dict, dict]], stopping: dict, seeds:
         "speed-up measured on the CPU device against the baseline): `python benchmarks/search_table.py`,",
         f"then `python benchmarks/search_replay.py --seeds {seeds} --bo1 <folder>`. A trial is a lookup of the",
         "nearest configuration in `search_table.csv`; trials run one at a time; 5 initial points (random, except",
-        "ConstrainedBayesOpt's first 3: the uniform diagonal at 1/2, 1/4 and 3/4 of the range).",
+        "ConstrainedBayesOpt's first 3, which bisect the uniform diagonal for the threshold: 1/2 of every range,",
+        "then 3/4 or 1/4 as the top-1 seen held or not, then 1/8 finer).",
         "Top-1 is the lower of PyTorch and device; the threshold is the fine-tuned unpruned network's - 1 point.",
         *(
             [
@@ -337,8 +357,7 @@ def write(sections: list[tuple[bool, Table, dict, dict]], stopping: dict, seeds:
         f"{HORIZON} trials ({RANDOM_HORIZON} for random search, which runs on so that its count is measured)",
         "counts as more, and (n/N) says how many of the N runs got there.",
     ]
-    for factorial_only, table, results, uniform in sections:
-        key = "factorial" if factorial_only else "all"
+    for key, table, results, uniform in sections:
         entry: dict[str, Any] = {
             "rows": len(table.x),
             "feasible_rows": int(table.feasible.sum()),
@@ -350,8 +369,9 @@ def write(sections: list[tuple[bool, Table, dict, dict]], stopping: dict, seeds:
         summary["tables"][key] = entry
         lines += [
             "",
-            f"## {VARIANTS[factorial_only]}",
+            f"## {VARIANTS[key]}",
             "",
+            *([NOTES[key], ""] if key in NOTES else []),
             f"{len(table.x)} configurations, {int(table.feasible.sum())} feasible at {table.threshold:.2f}% top-1;",
             f"best feasible speed-up **{table.best:.3f}x**.",
             "",

@@ -69,15 +69,46 @@ def test_typed_parameters_come_back_typed():
 
 
 def test_first_points_are_the_uniform_diagonal_then_random():
+    # Suggested all at once (no outcome yet): the diagonal's middle, then the middles of its halves.
     s = ConstrainedBayesOpt(TYPED, initial_points=5, seed=0)
     first = [s.suggest(f"t{i}") for i in range(5)]
     assert first[:3] == [
         {"r": 0.45, "k": 2, "g": "Filters"},  # the middle of every range first (k: 2.5, rounded to even)
-        {"r": 0.225, "k": 2, "g": "Channels"},
-        {"r": 0.675, "k": 3, "g": "Filters"},
+        {"r": 0.675, "k": 3, "g": "Channels"},
+        {"r": 0.225, "k": 2, "g": "Filters"},
     ]
     assert s.origins == ["uniform"] * 3 + ["random"] * 2
     assert ConstrainedBayesOpt(TYPED, initial_points=2, seed=0).uniform_points == 2  # never more than initial
+
+
+@pytest.mark.parametrize(
+    ("holds", "fractions"),
+    [
+        ((True, True), (1 / 2, 3 / 4, 7 / 8)),  # the threshold holds: prune more
+        ((True, False), (1 / 2, 3 / 4, 5 / 8)),  # between the last that held and the first that did not
+        ((False, True), (1 / 2, 1 / 4, 3 / 8)),
+        ((False, False), (1 / 2, 1 / 4, 1 / 8)),
+    ],
+)
+def test_uniform_points_bisect_the_diagonal_for_the_threshold(holds, fractions):
+    # One at a time, each uniform point halves the bracket where the threshold is crossed:
+    # along the diagonal accuracy falls as every ratio grows, so the best uniform point is
+    # the largest fraction that still holds.
+    s = ConstrainedBayesOpt({"r": Param("r", "float", 0.0, 0.8)}, initial_points=3, seed=0)
+    seen = []
+    for i, ok in enumerate((*holds, True)):
+        seen.append(s.suggest(f"t{i}")["r"])
+        if i < len(holds):
+            s.on_trial_complete(f"t{i}", {"score": 1.0 + i, "constraint": 0.5 if ok else -0.5})
+    assert seen[:3] == pytest.approx([0.8 * f for f in fractions])
+    assert s.origins == ["uniform"] * 3
+
+
+def test_an_errored_uniform_point_leaves_the_bracket_as_it_was():
+    s = ConstrainedBayesOpt({"r": Param("r", "float", 0.0, 1.0)}, initial_points=3, seed=0)
+    s.suggest("a")
+    s.on_trial_complete("a", error=True)
+    assert s.suggest("b")["r"] == pytest.approx(0.5)  # nothing was learnt: the middle again
 
 
 def _linf(a, b):
@@ -114,6 +145,17 @@ def test_save_and_restore(tmp_path):
     restored.restore(str(tmp_path / "state.pkl"))
     assert restored.observations == s.observations
     assert restored.suggest("next") == s.suggest("next")
+
+
+def test_restored_mid_bisection_it_goes_on_where_it_stopped(tmp_path):
+    s = ConstrainedBayesOpt(PARAMS, initial_points=3, seed=5)
+    drive(s, 1)
+    s.suggest("pending")  # interrupted with one uniform trial still running
+    s.save(str(tmp_path / "state.pkl"))
+    restored = ConstrainedBayesOpt(PARAMS, initial_points=3, seed=5)
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert restored.suggest("next") == s.suggest("next")
+    assert restored.origins[-1] == "uniform"
 
 
 def test_minimise_mode_flips_the_sign():

@@ -25,6 +25,7 @@ copies of the same argmax (``tests/test_search.py``).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import pickle
 import warnings
@@ -66,8 +67,8 @@ class ConstrainedBayesOpt(Searcher):
         self.constraint_metric = constraint_metric
         self.initial_points = initial_points  # trials before the GP proposes: uniform, then random
         # The first of them lie on the uniform diagonal, every numeric parameter at the same
-        # fraction of its range (1/2, 1/4, 3/4 for 3): the sweep a user would run by hand, and
-        # the strong baseline the pruning literature measures against, so the GP starts from it.
+        # fraction of its range: the sweep a user would run by hand, and the strong baseline the
+        # pruning literature measures against. They bisect it for the threshold (``_fraction``).
         self.uniform_points = min(uniform_points, initial_points)
         self.seed = seed
         # Both GPs model noisy measurements (speed-up CV of a few %, top-1 moving by
@@ -86,6 +87,8 @@ class ConstrainedBayesOpt(Searcher):
         self.believer = believer  # kriging believer on pending points (off only to show why it is on)
         self.origins: list[str] = []  # per suggestion: random | model | feasibility | random (too close)
         self._pending: dict[str, dict[str, Any]] = {}
+        self._diagonal: dict[str, float] = {}  # pending uniform trials: their fraction of every range
+        self._diagonal_seen: list[tuple[float, bool]] = []  # finished ones: (fraction, constraint held)
         self._observations: list[tuple[dict[str, Any], float, float]] = []
         self._suggested = 0
         self._optimizer = self._new_optimizer()
@@ -144,7 +147,9 @@ class ConstrainedBayesOpt(Searcher):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if self._suggested < self.uniform_points:
-                config, origin = self._uniform(self._suggested), "uniform"
+                t = self._fraction()
+                config, origin = uniform_point(self.params, t, self._suggested), "uniform"
+                self._diagonal[trial_id] = t
             elif self._suggested < self.initial_points or len(self._observations) < 2:
                 config, origin = self._random(), "random"
             else:
@@ -196,12 +201,26 @@ class ConstrainedBayesOpt(Searcher):
         xs = np.array([space.random_sample(random_state=optimizer._random_state) for _ in range(candidates)])
         return space.array_to_params(xs[int(np.argmax(space.constraint.predict(xs)))])
 
-    def _uniform(self, k: int) -> dict[str, Any]:
-        """The k-th point of the uniform diagonal, fractions nearest the middle first; choices in turn."""
-        fractions = sorted(
-            ((i + 1) / (self.uniform_points + 1) for i in range(self.uniform_points)), key=lambda t: abs(t - 0.5)
-        )
-        return uniform_point(self.params, fractions[k], k)
+    def _fraction(self) -> float:
+        """The next point of the uniform diagonal, as a fraction of every range: a bisection for the threshold.
+
+        Along the diagonal every ratio grows together, so latency falls and accuracy falls
+        with it: the best uniform point is the largest fraction that still clears the
+        threshold. The bracket is [largest fraction seen feasible below the smallest seen
+        infeasible, that smallest] (0 and 1 before any); pending uniform trials cut it too,
+        and the next fraction is the middle of the widest piece, the upper one on a tie.
+        In order, one at a time: 1/2, then 3/4 if it held or 1/4 if not, then 1/8 finer;
+        with several pending at once (no outcome yet): 1/2, 3/4, 1/4. Without a constraint
+        (the combined objective) nothing is learnt from the outcomes, only the cuts.
+        """
+        seen = self._diagonal_seen if self.constrained else []
+        high = min((t for t, ok in seen if not ok), default=1.0)
+        low = max((t for t, ok in seen if ok and t < high), default=0.0)
+        cuts = sorted({low, high, *(t for t in self._diagonal.values() if low < t < high)})
+        if not self.constrained:
+            cuts = sorted({0.0, 1.0, *self._diagonal.values(), *(t for t, _ in self._diagonal_seen)})
+        a, b = max(itertools.pairwise(cuts), key=lambda g: (round(g[1] - g[0], 9), g[0]))
+        return (a + b) / 2
 
     def _random(self, tries: int = 20) -> dict[str, Any]:
         for _ in range(tries):
@@ -220,9 +239,12 @@ class ConstrainedBayesOpt(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         config = self._pending.pop(trial_id, None)
+        fraction = self._diagonal.pop(trial_id, None)
         seen = observed(self, result, error, [t for _, t, _ in self._observations])
         if config is not None and seen is not None:
             self._record(config, *seen)
+            if fraction is not None:
+                self._diagonal_seen.append((fraction, seen[1] >= 0))
 
     def _record(self, config: dict[str, Any], target: float, constraint: float) -> None:
         self._observations.append((config, target, constraint))
@@ -239,6 +261,7 @@ class ConstrainedBayesOpt(Searcher):
         state = {
             "observations": self._observations,
             "pending": self._pending,
+            "diagonal": (self._diagonal, self._diagonal_seen),
             "suggested": self._suggested,
             "origins": self.origins,
             "rng": self._optimizer._random_state.get_state(),
@@ -254,6 +277,7 @@ class ConstrainedBayesOpt(Searcher):
         for config, target, constraint in state["observations"]:
             self._record(config, target, constraint)
         self._pending = state["pending"]
+        self._diagonal, self._diagonal_seen = state.get("diagonal", ({}, []))
         self._suggested = state["suggested"]
         self.origins = state.get("origins", [])
         self._optimizer._random_state.set_state(state["rng"])
