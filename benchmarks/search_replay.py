@@ -171,7 +171,7 @@ def ray_bayesopt(table: Table, seed: int) -> Any:
     from ray.tune.search.bayesopt import BayesOptSearch
 
     return BayesOptSearch(
-        {p: tune.uniform(0.0, h) for p, h in zip(PARAMS, table.highs, strict=True)},
+        {name: tune.uniform(p.low, p.high) for name, p in space(table).items()},
         metric="score",
         mode="max",
         random_search_steps=INITIAL_POINTS,

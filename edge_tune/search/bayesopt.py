@@ -213,12 +213,13 @@ class ConstrainedBayesOpt(Searcher):
         with several pending at once (no outcome yet): 1/2, 3/4, 1/4. Without a constraint
         (the combined objective) nothing is learnt from the outcomes, only the cuts.
         """
-        seen = self._diagonal_seen if self.constrained else []
-        high = min((t for t, ok in seen if not ok), default=1.0)
-        low = max((t for t, ok in seen if ok and t < high), default=0.0)
-        cuts = sorted({low, high, *(t for t in self._diagonal.values() if low < t < high)})
-        if not self.constrained:
-            cuts = sorted({0.0, 1.0, *self._diagonal.values(), *(t for t, _ in self._diagonal_seen)})
+        seen, pending = self._diagonal_seen, self._diagonal.values()
+        if self.constrained:
+            high = min((t for t, ok in seen if not ok), default=1.0)
+            low = max((t for t, ok in seen if ok and t < high), default=0.0)
+            cuts = sorted({low, high, *(t for t in pending if low < t < high)})
+        else:
+            cuts = sorted({0.0, 1.0, *pending, *(t for t, _ in seen)})
         a, b = max(itertools.pairwise(cuts), key=lambda g: (round(g[1] - g[0], 9), g[0]))
         return (a + b) / 2
 
