@@ -25,8 +25,8 @@ import torch
 
 from edge_tune.compression import PrunerSpec, apply_pruners
 from edge_tune.device import DeviceConfig, DeviceRunner
+from edge_tune.export import to_onnx
 from edge_tune.models import create_model
-from edge_tune.onnx_export import to_onnx
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 EXAMPLE = torch.zeros(1, 1, 32, 32)

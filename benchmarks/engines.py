@@ -24,8 +24,8 @@ import torch
 from edge_tune.compression import PrunerSpec, apply_pruners, count_macs_params
 from edge_tune.data import load_dataset
 from edge_tune.device import DeviceConfig, DeviceRunner
+from edge_tune.export import to_onnx
 from edge_tune.models import create_model
-from edge_tune.onnx_export import to_onnx
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 RATIOS = (0.0, 0.25, 0.5, 0.75)

@@ -150,16 +150,16 @@ def horizon(name: str) -> int:
 
 
 def space(table: Table) -> dict[str, Any]:
-    from edge_tune.space import Param
+    from edge_tune.params import Param
 
     return {p: Param(p, "float", 0.0, h) for p, h in zip(PARAMS, table.highs, strict=True)}
 
 
 def ours(name: str, table: Table, seed: int, combined: bool = False) -> Any:
-    from edge_tune.search import make_searcher
+    from edge_tune.search import SearchSettings, make_searcher
 
-    n = horizon(name)
-    return make_searcher(name, space(table), INITIAL_POINTS, seed, num_samples=n, constrained=not combined)
+    settings = SearchSettings(space(table), INITIAL_POINTS, seed, num_samples=horizon(name), constrained=not combined)
+    return make_searcher(name, settings)
 
 
 def load(table_path: Path, variant: str, seeds_path: Path | None) -> Table:
@@ -226,7 +226,7 @@ def early_stopping(table: Table, orders: int = 20) -> dict[str, dict[str, float]
     """Epochs saved, feasible trials wrongly stopped, and how often the best feasible trial was stopped."""
     from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-    from edge_tune.early_stop import make_scheduler
+    from edge_tune.early_stop import make_early_stopping
 
     best = int(np.argmax(np.where(table.feasible, table.speedup, -1)))
     stats: dict[str, dict[str, float]] = {}
@@ -234,7 +234,7 @@ def early_stopping(table: Table, orders: int = 20) -> dict[str, dict[str, float]
         saved = wrong = best_lost = total = 0
         for seed in range(orders):
             order = np.random.default_rng(seed).permutation(len(table.x))[:32]
-            s: Any = make_scheduler(kind, table.threshold, 3)
+            s: Any = make_early_stopping(kind, table.threshold, 3)
             is_asha = isinstance(s, AsyncHyperBandScheduler)
             for i in order:
                 # No folder: the stop reason a real trial would get in its folder is not written here.

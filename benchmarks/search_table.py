@@ -69,8 +69,8 @@ def configs() -> list[tuple[float, ...]]:
 
 @functools.cache  # once per worker process, not once per configuration
 def _baseline() -> tuple[Any, Any]:
+    from edge_tune.config import DEFAULT_CACHE
     from edge_tune.data import load_dataset
-    from edge_tune.experiment import DEFAULT_CACHE
     from edge_tune.train import TrainConfig, load_or_train_baseline
 
     data = load_dataset("digits")

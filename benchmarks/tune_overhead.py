@@ -37,11 +37,11 @@ def noop_trial(config: dict[str, Any]) -> None:
 
 
 def searcher(name: str) -> Any:
-    from edge_tune.search import make_searcher
-    from edge_tune.space import Param
+    from edge_tune.params import Param
+    from edge_tune.search import SearchSettings, make_searcher
 
     params = {f"r{i}": Param(f"r{i}", "float", 0.0, 0.9) for i in range(3)}
-    return make_searcher(name, params, initial_points=5, seed=0, num_samples=10_000)
+    return make_searcher(name, SearchSettings(params, initial_points=5, seed=0, num_samples=10_000))
 
 
 def plain(name: str, trials: int) -> float:
@@ -57,13 +57,13 @@ def through_tune(name: str, trials: int, storage: str) -> float:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from edge_tune.early_stop import make_scheduler
+    from edge_tune.early_stop import make_early_stopping
 
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(noop_trial), {"cpu": 1}),
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher(name), max_concurrent=1),
-            scheduler=make_scheduler("threshold", 90.0, EPOCHS),
+            scheduler=make_early_stopping("threshold", 90.0, EPOCHS),
             num_samples=trials,
         ),
         run_config=tune.RunConfig(name=f"overhead-{name}", storage_path=storage, verbose=0),

@@ -28,12 +28,28 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-__all__ = ["STOPPED_FILE", "ThresholdStopping", "make_scheduler", "threshold_rule"]
+from edge_tune.errors import UserError
+from edge_tune.outcome import TrialOutcome, finite
+
+__all__ = ["EARLY_STOPPING", "STOPPED_FILE", "ThresholdStopping", "make_early_stopping", "threshold_rule"]
+
+# --early-stop NAME -> a factory of Ray Tune schedulers from (threshold top-1 %, fine-tuning epochs)
+EARLY_STOPPING: dict[str, Callable[[float, int], TrialScheduler]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[float, int], TrialScheduler]], Callable[[float, int], TrialScheduler]]:
+    def add(factory: Callable[[float, int], TrialScheduler]) -> Callable[[float, int], TrialScheduler]:
+        EARLY_STOPPING[name] = factory
+        return factory
+
+    return add
+
 
 STOPPED_FILE = "stopped_early.json"
 
@@ -54,14 +70,15 @@ class ThresholdStopping(FIFOScheduler):
         self.stopped: dict[str, str] = {}  # trial -> reason
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        epoch, epochs, top1 = result.get("epoch"), result.get("epochs"), result.get("top1")
-        if result.get("final") or not isinstance(epoch, int) or not isinstance(top1, (int, float)):
+        o = TrialOutcome.from_dict(result)
+        epoch, top1 = o.epoch, o.top1
+        if o.final or epoch < 1 or not finite(top1):
             return TrialScheduler.CONTINUE
-        self._curves[trial.trial_id][epoch] = float(top1)
-        if isinstance(epochs, int) and epoch >= epochs:
+        self._curves[trial.trial_id][epoch] = top1
+        if o.epochs and epoch >= o.epochs:
             return TrialScheduler.CONTINUE
         recoveries = self._recoveries[epoch]
-        if not threshold_rule(float(top1), recoveries, self.threshold, self.margin, self.min_finished):
+        if not threshold_rule(top1, recoveries, self.threshold, self.margin, self.min_finished):
             return TrialScheduler.CONTINUE
         reason = (
             f"stopped after epoch {epoch}: top1 {top1:.2f}% + the best recovery seen from epoch {epoch} "
@@ -74,9 +91,10 @@ class ThresholdStopping(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
         curve = self._curves.pop(trial.trial_id, {})
-        if result and result.get("final") and isinstance(result.get("top1"), (int, float)):
+        o = TrialOutcome.from_dict(result)
+        if o.final and finite(o.top1):
             for epoch, top1 in curve.items():
-                self._recoveries[epoch].append(float(result["top1"]) - top1)
+                self._recoveries[epoch].append(o.top1 - top1)
 
     def debug_string(self) -> str:
         return f"ThresholdStopping: {len(self.stopped)} stopped"
@@ -89,23 +107,34 @@ def _mark(trial: Any, epoch: Any, reason: str) -> None:
         pass  # the row then reads "no final result"; the search itself is unaffected
 
 
-def make_scheduler(kind: str, threshold: float, epochs: int) -> Any:
-    """The Tune scheduler for ``--early-stop``: ours, ASHA on top-1 by epoch, or none (FIFO)."""
-    if kind == "threshold":
-        return ThresholdStopping(threshold)
-    if kind == "asha":
-        from ray.tune.schedulers import AsyncHyperBandScheduler
+@register("threshold")
+def _threshold(threshold: float, epochs: int) -> TrialScheduler:
+    return ThresholdStopping(threshold)
 
-        class ASHA(AsyncHyperBandScheduler):
-            """Ray's ASHA (rungs at epochs 1, 3, 9, ... up to the last; keeps the top third by top-1)."""
 
-            def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-                decision = super().on_trial_result(tune_controller, trial, result)
-                if decision == TrialScheduler.STOP and not result.get("final"):
-                    _mark(trial, result.get("epoch"), f"stopped by ASHA after epoch {result.get('epoch')}")
-                return decision
+@register("asha")
+def _asha(threshold: float, epochs: int) -> TrialScheduler:
+    """Ray's ASHA (rungs at epochs 1, 3, 9, ... up to the last; keeps the top third by top-1)."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
 
-        return ASHA(
-            time_attr="epoch", metric="top1", mode="max", max_t=max(epochs, 1), grace_period=1, reduction_factor=3
-        )
+    class ASHA(AsyncHyperBandScheduler):
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+            decision = super().on_trial_result(tune_controller, trial, result)
+            o = TrialOutcome.from_dict(result)
+            if decision == TrialScheduler.STOP and not o.final:
+                _mark(trial, o.epoch, f"stopped by ASHA after epoch {o.epoch}")
+            return decision
+
+    return ASHA(time_attr="epoch", metric="top1", mode="max", max_t=max(epochs, 1), grace_period=1, reduction_factor=3)
+
+
+@register("none")
+def _none(threshold: float, epochs: int) -> TrialScheduler:
     return FIFOScheduler()
+
+
+def make_early_stopping(kind: str, threshold: float, epochs: int) -> TrialScheduler:
+    """The Tune scheduler for ``--early-stop``: ours, ASHA on top-1 by epoch, or none (FIFO)."""
+    if kind not in EARLY_STOPPING:
+        raise UserError(f"--early-stop {kind}: unknown; choose one of {', '.join(EARLY_STOPPING)}")
+    return EARLY_STOPPING[kind](threshold, epochs)

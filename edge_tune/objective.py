@@ -30,12 +30,18 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edge_tune.errors import UserError
 
-__all__ = ["OBJECTIVES", "Objective", "Threshold", "parse_threshold"]
+if TYPE_CHECKING:
+    from edge_tune.outcome import TrialOutcome
+
+__all__ = ["ACCURACY_WEIGHT", "LATENCY_WEIGHT", "OBJECTIVES", "Objective", "Threshold", "parse_threshold"]
 
 OBJECTIVES = ("constrained", "combined")
+ACCURACY_WEIGHT = 1.0  # constrained: score per 100 accuracy points, beside ln(speedup)
+LATENCY_WEIGHT = 0.07  # combined: the exponent w of the speed-up
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 
@@ -72,9 +78,9 @@ def parse_threshold(text: str) -> Threshold:
 @dataclass(frozen=True)
 class Objective:
     threshold: float  # top-1, percent, absolute
-    accuracy_weight: float = 1.0  # constrained: score per 100 accuracy points, relative to ln(speedup)
+    accuracy_weight: float = ACCURACY_WEIGHT  # constrained: score per 100 accuracy points, beside ln(speedup)
     kind: str = "constrained"  # constrained | combined
-    latency_weight: float = 0.07  # combined: the exponent w of the speed-up
+    latency_weight: float = LATENCY_WEIGHT  # combined: the exponent w of the speed-up
 
     @property
     def constrained(self) -> bool:
@@ -92,6 +98,13 @@ class Objective:
         if self.kind == "combined":
             return math.log(max(top1, 1e-6) / 100.0) + self.latency_weight * math.log(speedup)
         return math.log(speedup) + self.accuracy_weight * (top1 - self.threshold) / 100.0
+
+    def judge(self, outcome: TrialOutcome) -> None:
+        """Fill a final outcome's feasible, constraint and score from its judged top-1 and speed-up."""
+        top1 = outcome.top1_judged
+        outcome.feasible = self.feasible(top1)
+        outcome.constraint = self.constraint(top1)
+        outcome.score = self.score(top1, outcome.speedup)
 
 
 def check_reachable(threshold: float, baseline_top1: float, spec: Threshold) -> None:

@@ -1,33 +1,48 @@
-"""Results: the ranked table, ``results.csv``, ``pareto.csv``, ``best.json`` and the best model in ``best/``."""
+"""Results: the ranked table, ``results.csv`` and ``results.json``, ``pareto.csv``, ``best.json`` and ``best/``.
+
+Every trial is a ``TrialRow`` holding its typed ``TrialOutcome``. ``results.csv``
+is for people and spreadsheets; ``results.json`` is what ``edge_tune.report``
+and ``edge_tune.deliverable`` read back, typed (``read_results``).
+
+Trials are compared on the interleaved speed-up and the judged top-1 (the
+lower of PyTorch and device) only. Each trial's raw p50 stays in
+``results.csv`` as a measurement beside the baseline's p50 from the same
+interleaved rounds, but p50s taken minutes apart on a machine whose speed
+drifts do not compare; where a time axis is wanted, ``latency_ms_normalised``
+is the run's reference baseline p50 divided by the speed-up.
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from edge_tune.deliverable import write_deliverable
 from edge_tune.device.profile import LayerTiming
-from edge_tune.export import write_deliverable
+from edge_tune.errors import UserError
+from edge_tune.layers import LayerComparison, compare_layers, read_layers, write_comparison, write_csv
+from edge_tune.outcome import TrialOutcome, TrialRow, finite, json_safe
 
 __all__ = [
-    "TrialRow",
+    "RESULTS_JSON",
     "closest_infeasible",
-    "compare_layers",
-    "format_layers",
+    "format_front",
     "format_table",
     "pareto_front",
     "rank",
+    "read_results",
     "rows_from_results",
-    "write_layers",
+    "trial_metrics",
     "write_outputs",
 ]
+
+RESULTS_JSON = "results.json"
 
 # Columns printed to the terminal; the CSV adds DETAIL_COLUMNS and the config.
 SCREEN_COLUMNS = (
@@ -37,19 +52,21 @@ SCREEN_COLUMNS = (
     "score",
     "speedup",
     "speedup_cv",
-    "latency_ms",
     "top1",
     "top1_device",
     "macs",
 )
 DETAIL_COLUMNS = (
+    "top1_judged",
     "speedup_ci_low",
     "speedup_ci_high",
     "rounds",
     "converged",
+    "latency_ms_normalised",
+    "latency_ms",  # the trial's own p50, a measurement: compare trials by speed-up
+    "baseline_latency_ms",  # the baseline's p50 in the same interleaved rounds
     "latency_ms_p90",
     "throughput_fps",
-    "baseline_latency_ms",
     "top5",
     "top5_device",
     "device_gap_flag",
@@ -65,26 +82,20 @@ DETAIL_COLUMNS = (
     "timestamp",  # when the trial reported last (Ray Tune's): the order of the search, for the report
 )
 COLUMNS = SCREEN_COLUMNS + DETAIL_COLUMNS
-
-
-@dataclass
-class TrialRow:
-    trial_id: str
-    status: str  # ok | error
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    error: str = ""
-    checkpoint: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def feasible(self) -> bool:
-        return self.status == "ok" and bool(self.metrics.get("feasible"))
-
-    @property
-    def score(self) -> float:
-        s = self.metrics.get("score")
-        return float(s) if isinstance(s, (int, float)) and math.isfinite(s) else -math.inf
+# pareto.csv: what compares across trials, and no raw p50.
+FRONT_COLUMNS = (
+    "trial_id",
+    "feasible",
+    "speedup",
+    "speedup_ci_low",
+    "speedup_ci_high",
+    "latency_ms_normalised",
+    "top1_judged",
+    "top1",
+    "top1_device",
+    "macs",
+    "score",
+)
 
 
 def rows_from_results(results: Any) -> list[TrialRow]:
@@ -94,7 +105,8 @@ def rows_from_results(results: Any) -> list[TrialRow]:
     rows = []
     for r in results:
         metrics = dict(r.metrics or {})
-        ok = r.error is None and metrics.get("final") is True
+        outcome = TrialOutcome.from_dict(metrics)
+        ok = r.error is None and outcome.final
         trial_id = str(metrics.get("trial_id") or Path(r.path).name)
         error = "" if ok else (str(r.error).strip().splitlines()[-1] if r.error else "no final result")
         ckpt = Path(r.checkpoint.path) if ok and r.checkpoint is not None else None
@@ -102,36 +114,76 @@ def rows_from_results(results: Any) -> list[TrialRow]:
         stopped = Path(r.path, STOPPED_FILE)
         if not ok and r.error is None and stopped.is_file():
             status, error = "stopped", json.loads(stopped.read_text())["reason"]
-            metrics["feasible"] = False
-        rows.append(TrialRow(trial_id, status, dict(r.config or {}), metrics, error, ckpt))
+            outcome.feasible = False
+        stamp: Any = metrics.get("timestamp")
+        rows.append(
+            TrialRow(
+                trial_id,
+                status,
+                dict(r.config or {}),
+                outcome,
+                error,
+                ckpt,
+                float(stamp) if finite(stamp) else math.nan,
+            )
+        )
     return rows
+
+
+def read_results(out_dir: Path) -> tuple[list[TrialRow], float]:
+    """``results.json`` of a finished experiment: its rows, best first, and the reference baseline p50 (ms)."""
+    path = out_dir / RESULTS_JSON
+    if not path.is_file():
+        raise UserError(f"{out_dir} is not a finished edge_tune experiment: it has no {RESULTS_JSON}")
+    doc = json.loads(path.read_text())
+    reference: Any = doc.get("reference_latency_ms")
+    return [TrialRow.from_dict(t, out_dir) for t in doc["trials"]], float(reference) if finite(reference) else math.nan
 
 
 def closest_infeasible(rows: list[TrialRow]) -> TrialRow | None:
     """Of the trials that finished, the one nearest the threshold (largest constraint), then the best score."""
 
     def key(r: TrialRow) -> tuple[float, float]:
-        c = r.metrics.get("constraint")
-        return (float(c) if isinstance(c, (int, float)) and math.isfinite(c) else -math.inf, r.score)
+        c = r.outcome.constraint
+        return (c if finite(c) else -math.inf, r.score)
 
     return max((r for r in rows if r.status == "ok"), key=key, default=None)
 
 
 def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
-    """Finished trials no other trial beats on both top-1 (the lower of PyTorch and device) and latency,
-    fastest first."""
-    points = []
-    for r in rows:
-        top1, latency = r.metrics.get("top1"), r.metrics.get("latency_ms")
-        if r.status == "ok" and isinstance(top1, (int, float)) and isinstance(latency, (int, float)):
-            points.append((min(top1, r.metrics.get("top1_device", top1)), latency, r))
-    front = [r for a, la, r in points if not any(b >= a and lb <= la and (b > a or lb < la) for b, lb, _ in points)]
-    return sorted(front, key=lambda r: r.metrics["latency_ms"])
+    """Finished trials no other trial beats on both judged top-1 and speed-up, fastest first.
+
+    The best feasible trial is always on it: its score grows with both, so a trial
+    that dominated it would score higher, be feasible too, and be the best.
+    """
+    points = [
+        (r.outcome.top1_judged, r.outcome.speedup, r)
+        for r in rows
+        if r.status == "ok" and finite(r.outcome.top1_judged) and finite(r.outcome.speedup)
+    ]
+    front = [r for a, s, r in points if not any(b >= a and t >= s and (b > a or t > s) for b, t, _ in points)]
+    return sorted(front, key=lambda r: -r.outcome.speedup)
 
 
 def rank(rows: list[TrialRow]) -> list[TrialRow]:
     """Feasible trials by score, then infeasible ones by score, then stopped and errored ones."""
     return sorted(rows, key=lambda r: (not r.feasible, r.status != "ok", r.status != "stopped", -r.score))
+
+
+def format_front(front: list[TrialRow], reference_ms: float) -> str:
+    """The printed Pareto front: speed-up, normalised latency and judged top-1 of each trial."""
+    lines = [
+        "Pareto front (judged top-1, the lower of PyTorch and device, against the interleaved speed-up), "
+        f"fastest first; latency normalised to the baseline's {reference_ms:.3f} ms p50:"
+    ]
+    for r in front:
+        o = r.outcome
+        lines.append(
+            f"  {r.trial_id}: {o.speedup:.3f}x (95% CI {o.speedup_ci_low:.3f}-{o.speedup_ci_high:.3f}), "
+            f"{o.latency_ms_normalised(reference_ms):.3f} ms normalised, top1 {o.top1_judged:.2f}%"
+            + ("" if r.feasible else "  (below threshold)")
+        )
+    return "\n".join(lines)
 
 
 def _fmt(v: Any) -> str:
@@ -142,13 +194,38 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def _table_row(row: TrialRow, params: list[str], out_dir: Path | None = None) -> dict[str, Any]:
-    base = {c: row.metrics.get(c) for c in COLUMNS}
-    base.update(trial_id=row.trial_id, status=row.status, feasible=row.feasible)
+def trial_metrics(row: TrialRow, reference_ms: float) -> dict[str, Any]:
+    """A trial's config and measurements, flat, for ``metrics.json`` of its deliverable."""
+    return json_safe({**_values(row, reference_ms), "config": row.config})
+
+
+def _values(row: TrialRow, reference_ms: float) -> dict[str, Any]:
+    """The row's outcome with its derived values (judged top-1, normalised latency) and identity."""
+    o = row.outcome
+    values = {
+        **o.to_dict(),
+        "top1_judged": o.top1_judged,
+        "latency_ms_normalised": o.latency_ms_normalised(reference_ms),
+    }
+    values.update(trial_id=row.trial_id, status=row.status, feasible=row.feasible, timestamp=row.timestamp)
+    return values
+
+
+def _table_row(
+    row: TrialRow,
+    params: list[str],
+    reference_ms: float = math.nan,
+    out_dir: Path | None = None,
+    columns: Sequence[str] = COLUMNS,
+) -> dict[str, Any]:
+    values = _values(row, reference_ms)
+    if row.status != "ok":  # nothing measured on the device: blank, not zeros
+        values = {k: v for k, v in values.items() if k in ("trial_id", "status", "feasible", "epoch", "top1")}
+    base = {c: values.get(c) for c in columns}
     base.update({f"config/{p}": row.config.get(p) for p in params})
     if row.error:
         base["error"] = row.error
-    if out_dir is not None:  # where the trial's model is, for python -m edge_tune.export
+    if out_dir is not None:  # where the trial's model is, for python -m edge_tune.deliverable
         base["checkpoint"] = os.path.relpath(row.checkpoint, out_dir) if row.checkpoint else ""
     return base
 
@@ -169,106 +246,40 @@ def write_outputs(
     params: list[str],
     experiment: dict[str, Any],
     baseline_layers: Sequence[LayerTiming] = (),
-) -> tuple[TrialRow | None, list[dict[str, Any]]]:
-    """Write results.csv, pareto.csv, best.json, best/ (edge_tune.export) and layers.csv.
+) -> tuple[TrialRow | None, list[LayerComparison]]:
+    """Write results.csv and results.json, pareto.csv, best.json, best/ (edge_tune.deliverable) and layers.csv.
 
     Returns the best feasible row (None if none) and the per-layer comparison of
     the chosen trial against the baseline (empty if it has no profile).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    reference = float((experiment.get("baseline") or {}).get("latency_ms", math.nan))
     ranked = rank(rows)
-    table = [_table_row(r, params, out_dir) for r in ranked]
-    fieldnames = list(dict.fromkeys(k for row in table for k in row))
-    _write_csv(out_dir / "results.csv", table, fieldnames)
-    front = [_table_row(r, params) for r in pareto_front(rows)]
-    _write_csv(out_dir / "pareto.csv", front, list(dict.fromkeys(k for row in front for k in row)) or ["trial_id"])
+    table = [_table_row(r, params, reference, out_dir) for r in ranked]
+    write_csv(out_dir / "results.csv", table, list(dict.fromkeys(k for row in table for k in row)))
+    doc = {"reference_latency_ms": reference, "params": params, "trials": [r.to_dict(out_dir) for r in ranked]}
+    (out_dir / RESULTS_JSON).write_text(json.dumps(json_safe(doc), indent=2, default=str))
+    front = [_table_row(r, params, reference, columns=FRONT_COLUMNS) for r in pareto_front(rows)]
+    write_csv(out_dir / "pareto.csv", front, [*FRONT_COLUMNS, *[f"config/{p}" for p in params]])
     best = next((r for r in ranked if r.feasible), None)
     chosen = best or closest_infeasible(rows)
-    layers: list[dict[str, Any]] = []
+    layers: list[LayerComparison] = []
     summary: dict[str, Any] = {"experiment": experiment, "feasible": best is not None}
+    if best is not None:
+        summary["faster_than_baseline"] = best.outcome.faster_than_baseline()
     if chosen is not None:
         schedule = None
         if chosen.checkpoint is not None:
             schedule = yaml.safe_load((chosen.checkpoint / "schedule.yaml").read_text())
-            row = {k: v for k, v in _table_row(chosen, params).items() if v is not None}
-            write_deliverable(chosen.checkpoint, out_dir / "best", row)
+            write_deliverable(chosen.checkpoint, out_dir / "best", trial_metrics(chosen, reference))
             if (chosen.checkpoint / "layers.csv").exists():
                 layers = compare_layers(baseline_layers, read_layers(chosen.checkpoint / "layers.csv"))
-                _write_csv(out_dir / "layers.csv", layers)
+                write_comparison(out_dir / "layers.csv", layers)
         summary |= {
             "trial_id": chosen.trial_id,
             "config": chosen.config,
-            "metrics": {k: v for k, v in chosen.metrics.items() if _jsonable(v)},
+            "metrics": _values(chosen, reference),
             "schedule": schedule,
         }
-    (out_dir / "best.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out_dir / "best.json").write_text(json.dumps(json_safe(summary), indent=2, default=str))
     return best, layers
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]], fieldnames: list[str] | None = None) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames or (list(rows[0]) if rows else []))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-LAYER_FIELDS = ("module", "node", "node_type", "exec_type", "time_ms", "fused")
-
-
-def write_layers(path: Path, layers: Sequence[LayerTiming]) -> None:
-    """One row per executed OpenVINO node; ``fused`` joins the folded-in layers with '+'."""
-    _write_csv(path, [{**asdict(lt), "fused": "+".join(lt.fused)} for lt in layers], list(LAYER_FIELDS))
-
-
-def read_layers(path: Path) -> list[LayerTiming]:
-    with open(path, newline="") as f:
-        return [
-            LayerTiming(
-                r["node"],
-                r["module"],
-                r["node_type"],
-                r["exec_type"],
-                float(r["time_ms"]),
-                tuple(x for x in r["fused"].split("+") if x),
-            )
-            for r in csv.DictReader(f)
-        ]
-
-
-def compare_layers(baseline: Sequence[LayerTiming], best: Sequence[LayerTiming]) -> list[dict[str, Any]]:
-    """Per module: baseline and best-trial time (ms), their ratio, and the kernels; slowest baseline layer first."""
-    base = {lt.module: lt for lt in baseline}
-    cand = {lt.module: lt for lt in best}
-    rows = []
-    for module in dict.fromkeys([*base, *cand]):
-        b, c = base.get(module), cand.get(module)
-        ref = b or c
-        assert ref is not None
-        rows.append(
-            {
-                "module": module,
-                "node_type": ref.node_type,
-                "baseline_ms": b.time_ms if b else math.nan,
-                "best_ms": c.time_ms if c else math.nan,
-                "speedup": b.time_ms / c.time_ms if b and c and c.time_ms > 0 else math.nan,
-                "exec_type_baseline": b.exec_type if b else "",
-                "exec_type_best": c.exec_type if c else "",
-                "fused": "+".join(ref.fused),
-            }
-        )
-    return sorted(rows, key=lambda r: -r["baseline_ms"] if math.isfinite(r["baseline_ms"]) else math.inf)
-
-
-def format_layers(rows: list[dict[str, Any]], top: int = 10) -> str:
-    """The ``top`` slowest baseline layers against the best trial."""
-    lines = [f"{'layer':28} {'kernel (best)':24} {'baseline ms':>11} {'best ms':>9} {'speedup':>8}"]
-    for r in rows[:top]:
-        lines.append(
-            f"{r['module'][:28]:28} {r['exec_type_best'][:24]:24} {_fmt(r['baseline_ms']):>11} "
-            f"{_fmt(r['best_ms']):>9} {_fmt(r['speedup']):>8}"
-        )
-    return "\n".join(lines)
-
-
-def _jsonable(v: Any) -> bool:
-    return isinstance(v, (str, int, float, bool, dict, list)) or v is None

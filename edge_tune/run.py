@@ -13,16 +13,23 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from edge_tune.config import SMOKE, default
 from edge_tune.errors import UserError
 from edge_tune.objective import OBJECTIVES
 from edge_tune.tracking import MODES
 
 __all__ = ["build_parser", "main"]
 
-SMOKE = {"num_samples": 2, "epochs": 1, "baseline_epochs": 4, "initial_points": 2}
+
+def _choices(registry: dict[str, object]) -> str:
+    return ", ".join(registry)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The flags; every default shown and used is ``config.default``'s."""
+    from edge_tune.early_stop import EARLY_STOPPING
+    from edge_tune.search import SEARCHERS
+
     p = argparse.ArgumentParser(
         prog="edge-tune",
         description=(
@@ -33,50 +40,89 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default=None, help="search space: a name in search_spaces/ or a .yaml path (required)")
     p.add_argument(
         "--accuracy-threshold",
-        default=None,
+        default=default("accuracy_threshold"),
         metavar="T",
-        help="top-1 to keep: 97.5 (absolute, percent) or -1.0 (points below the baseline); default -1.0",
+        help="top-1 to keep: 97.5 (absolute, percent) or -1.0 (points below the baseline); "
+        f"default {default('accuracy_threshold')}",
     )
     p.add_argument(
         "--objective",
-        default="constrained",
+        default=default("objective"),
         choices=OBJECTIVES,
         help="constrained: the fastest model above the threshold (default); combined: maximise "
         "ln(top1) + w ln(speedup), MnasNet's weighted form, with no constraint for the searcher (for comparison)",
     )
-    p.add_argument("--accuracy-weight", type=float, default=None, help="constrained: score weight of accuracy (1.0)")
-    p.add_argument("--latency-weight", type=float, default=0.07, help="combined: the exponent w (default 0.07)")
-    p.add_argument("--num-samples", type=int, default=None, help="number of trials (default: space file, else 16)")
+    p.add_argument(
+        "--accuracy-weight",
+        type=float,
+        default=default("accuracy_weight"),
+        help=f"constrained: score weight of accuracy (default {default('accuracy_weight')})",
+    )
+    p.add_argument(
+        "--latency-weight",
+        type=float,
+        default=default("latency_weight"),
+        help=f"combined: the exponent w (default {default('latency_weight')})",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help=f"number of trials (default: space file, else {default('num_samples')})",
+    )
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: CPUs beside the device)")
     p.add_argument(
-        "--epochs", type=int, default=None, help="fine-tuning epochs per trial (default: space file, else 3)"
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"fine-tuning epochs per trial (default: space file, else {default('finetune').epochs})",
     )
-    p.add_argument("--baseline-epochs", type=int, default=None, help="baseline training epochs (default 15)")
+    p.add_argument(
+        "--baseline-epochs",
+        type=int,
+        default=None,
+        help=f"baseline training epochs (default {default('baseline_epochs')})",
+    )
     p.add_argument(
         "--searcher",
-        default="bayesopt",
-        choices=["bayesopt", "optuna", "random", "grid"],
-        help="bayesopt: GP with the threshold as a constraint model (default); optuna: constrained TPE; "
-        "random; grid: one uniform ratio for every parameter, swept from low to high",
+        default=default("searcher"),
+        choices=list(SEARCHERS),
+        help="; ".join(f"{name}: {e.about}" for name, e in SEARCHERS.items()) + f" (default {default('searcher')})",
     )
     p.add_argument(
         "--early-stop",
-        default="threshold",
-        choices=["threshold", "asha", "none"],
-        help="threshold: stop a trial that cannot reach the threshold after fine-tuning (default); "
-        "asha: Ray's ASHA on top-1; none",
+        default=default("early_stop"),
+        choices=list(EARLY_STOPPING),
+        help="threshold: stop a trial that cannot reach the threshold after fine-tuning; "
+        f"asha: Ray's ASHA on top-1; none (default {default('early_stop')})",
     )
-    p.add_argument("--initial-points", type=int, default=None, help="random trials before BO (default 4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--initial-points",
+        type=int,
+        default=None,
+        help=f"trials before a model proposes (default: space file, else {default('initial_points')})",
+    )
+    p.add_argument("--seed", type=int, default=default("seed"))
     p.add_argument("--model", default="", help="zoo model or package.module:function (default: the space file's)")
     p.add_argument("--dataset", default="", help="digits, cifar10, cifar100 or imagefolder (default: the space file's)")
     p.add_argument("--data-dir", type=Path, default=None, help="folder of the dataset's files (CIFAR, image folder)")
-    p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO:... (default CPU)")
-    p.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"], help="OpenVINO inference precision")
-    p.add_argument("--device-threads", type=int, default=1, help="CPU threads (and Ray CPUs) of the device actor")
+    p.add_argument(
+        "--device",
+        default=default("device"),
+        help=f"OpenVINO device: CPU, GPU, NPU, AUTO:... (default {default('device')})",
+    )
+    p.add_argument(
+        "--precision", default=default("precision"), choices=["f32", "f16", "bf16"], help="OpenVINO inference precision"
+    )
+    p.add_argument(
+        "--device-threads",
+        type=int,
+        default=default("device_threads"),
+        help=f"CPU threads (and Ray CPUs) of the device actor (default {default('device_threads')})",
+    )
     p.add_argument(
         "--gpus-per-trial",
-        default="auto",
+        default=default("gpus_per_trial"),
         metavar="N",
         help="GPUs per trial, for fine-tuning on CUDA: auto (default: 1 when the Ray cluster has GPUs, else 0) "
         "or a number; on an autoscaling cluster give a number so that Ray adds GPU workers",
@@ -91,29 +137,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target-ci",
         type=float,
-        default=2.0,
+        default=default("target_ci"),
         metavar="PCT",
-        help="stop timing when the speed-up's 95%% CI is within this many percent (default 2)",
+        help=f"stop timing when the speed-up's 95%% CI is within this many percent (default {default('target_ci'):g})",
     )
     p.add_argument(
         "--time-cap",
         type=float,
-        default=20.0,
+        default=default("time_cap"),
         metavar="S",
-        help="stop timing one model after this many seconds, converged or not (default 20)",
+        help=f"stop timing one model after this many seconds, converged or not (default {default('time_cap'):g})",
     )
     p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else start one)")
-    p.add_argument("--output-dir", type=Path, default=Path("edge_tune_results"))
+    p.add_argument("--output-dir", type=Path, default=default("output_dir"))
     p.add_argument("--name", default="", help="experiment folder name (default <space>-<date>-<time>)")
     p.add_argument("--cache-dir", type=Path, default=None, help="baseline cache (default ~/.cache/edge_tune)")
     p.add_argument(
         "--wandb",
-        default="auto",
+        default=default("wandb"),
         choices=MODES,
         help="Weights & Biases: offline (runs written in the experiment folder, no account), online, off; "
         "auto (default): online when WANDB_API_KEY is set, else offline",
     )
-    p.add_argument("--wandb-project", default="edge_tune", help="W&B project (default edge_tune)")
+    p.add_argument(
+        "--wandb-project", default=default("wandb_project"), help=f"W&B project (default {default('wandb_project')})"
+    )
     p.add_argument("--quiet", action="store_true", help="no per-trial, status or training-progress lines")
     p.add_argument(
         "--measure-after-finetune",
@@ -159,8 +207,9 @@ def _interpreter(path: str) -> None:
 
 def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Defaults, then the space file, then the flags."""
+    from edge_tune.cluster import ray_address, trial_gpus
+    from edge_tune.config import ExperimentConfig
     from edge_tune.device import DeviceConfig, TimingPlan
-    from edge_tune.experiment import ExperimentConfig, ray_address, trial_gpus
     from edge_tune.space import find_space
 
     for flag in ("num_samples", "max_concurrent", "epochs", "baseline_epochs", "initial_points", "device_threads"):
@@ -187,8 +236,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.baseline = replace(
         cfg.baseline, epochs=args.baseline_epochs or smoke.get("baseline_epochs") or cfg.baseline.epochs
     )
-    cfg.accuracy_threshold = args.accuracy_threshold if args.accuracy_threshold is not None else "-1.0"
-    cfg.accuracy_weight = args.accuracy_weight if args.accuracy_weight is not None else cfg.accuracy_weight
+    cfg.accuracy_threshold, cfg.accuracy_weight = args.accuracy_threshold, args.accuracy_weight
     cfg.searcher, cfg.seed, cfg.address, cfg.name = args.searcher, args.seed, args.address, args.name
     cfg.objective, cfg.latency_weight, cfg.early_stop = args.objective, args.latency_weight, args.early_stop
     cfg.model, cfg.dataset = args.model, args.dataset
@@ -220,7 +268,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def resume_args(folder: Path) -> argparse.Namespace:
     """The saved command line of the experiment in ``folder``, pointed back at that folder."""
-    from edge_tune.experiment import RUN_FILE
+    from edge_tune.config import RUN_FILE
 
     saved = folder / RUN_FILE
     if not saved.is_file():

@@ -62,7 +62,7 @@ def prunable_groups(model: nn.Module, example: torch.Tensor) -> list[tuple[str, 
 
 def analyse(model: nn.Module, data: Any, runner: Any, ratios: tuple[float, ...], log: Any = print) -> list[GroupPoint]:
     """Prune each group alone at each ratio; measure top-1 (no fine-tuning) and device latency."""
-    from edge_tune.onnx_export import to_onnx
+    from edge_tune.export import to_onnx
     from edge_tune.train import evaluate
 
     example = torch.zeros(1, *data.input_shape)  # (1, C, H, W)
@@ -189,10 +189,10 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 
 def run(args: argparse.Namespace) -> Path:
+    from edge_tune.config import DEFAULT_CACHE
     from edge_tune.data import load_dataset
     from edge_tune.device import DeviceConfig, DeviceRunner
-    from edge_tune.experiment import DEFAULT_CACHE
-    from edge_tune.onnx_export import to_onnx
+    from edge_tune.export import to_onnx
     from edge_tune.space import load_space
     from edge_tune.train import TrainConfig, load_or_train_baseline
 

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from edge_tune.errors import UserError
+from edge_tune.params import PARAM_TYPES, Param
 
 __all__ = ["Param", "SearchSpace", "find_space", "load_space", "space_names"]
 
@@ -35,47 +36,6 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 _REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _TOP_KEYS = {"description", "model", "dataset", "params", "finetune", "search", "schedule"}
 _SEARCH_KEYS = {"num_samples", "max_concurrent", "initial_points"}
-
-
-@dataclass(frozen=True)
-class Param:
-    """One searched parameter: ``float`` or ``int`` in [low, high], or a ``choice`` of values."""
-
-    name: str
-    type: str  # float | int | choice
-    low: float = 0.0
-    high: float = 0.0
-    values: tuple[Any, ...] = ()
-
-    def to_tune(self) -> Any:
-        from ray import tune
-
-        if self.type == "float":
-            return tune.uniform(self.low, self.high)
-        if self.type == "int":
-            return tune.randint(int(self.low), int(self.high) + 1)  # randint's upper bound is exclusive
-        return tune.choice(list(self.values))
-
-    def bo_bounds(self) -> Any:
-        """bayes_opt 3.x bounds: (lo, hi) float, (lo, hi, int), or a list of categories."""
-        if self.type == "float":
-            return (float(self.low), float(self.high))
-        if self.type == "int":
-            return (int(self.low), int(self.high), int)
-        return list(self.values)
-
-    def corner(self, side: str) -> Any:
-        if self.type == "choice":
-            return self.values[0 if side == "low" else -1]
-        value = self.low if side == "low" else self.high
-        return int(value) if self.type == "int" else value
-
-    def midpoint(self) -> Any:
-        if self.type == "float":
-            return (self.low + self.high) / 2
-        if self.type == "int":
-            return int((self.low + self.high) // 2)
-        return self.values[0]
 
 
 @dataclass
@@ -138,30 +98,13 @@ def _references(node: Any, where: str) -> list[tuple[str, str]]:
 def _parse_param(name: str, spec: Any, where: str) -> Param:
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: expected a mapping like {{type: float, low: 0.0, high: 0.8}}")
-    kind = spec.get("type")
-    if kind in ("float", "int"):
-        extra = set(spec) - {"type", "low", "high"}
-        if extra:
-            raise ValueError(f"{where}.{sorted(extra)[0]}: unknown key (a {kind} param has low, high)")
-        low, high = spec.get("low"), spec.get("high")
-        for key, v in (("low", low), ("high", high)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"{where}.{key}: must be a number, got {v!r}")
-            if kind == "int" and not float(v).is_integer():
-                raise ValueError(f"{where}.{key}: an int param needs whole bounds, got {v!r}")
-        assert isinstance(low, (int, float)) and isinstance(high, (int, float))
-        if not low < high:
-            raise ValueError(f"{where}: low ({low}) must be below high ({high})")
-        return Param(name, kind, float(low), float(high))
-    if kind == "choice":
-        extra = set(spec) - {"type", "values"}
-        if extra:
-            raise ValueError(f"{where}.{sorted(extra)[0]}: unknown key (a choice param has values)")
-        values = spec.get("values")
-        if not isinstance(values, list) or len(values) < 2:
-            raise ValueError(f"{where}.values: a choice needs a list of at least two values")
-        return Param(name, kind, values=tuple(values))
-    raise ValueError(f"{where}.type: must be float, int or choice, got {kind!r}")
+    kind = PARAM_TYPES.get(spec.get("type"))  # type: ignore[arg-type]
+    if kind is None:
+        raise ValueError(f"{where}.type: must be {', '.join(PARAM_TYPES)}, got {spec.get('type')!r}")
+    extra = set(spec) - {"type", *kind.keys}
+    if extra:
+        raise ValueError(f"{where}.{sorted(extra)[0]}: unknown key (a {spec['type']} param has {', '.join(kind.keys)})")
+    return kind.parse(name, spec, where)
 
 
 def _parse(name: str, path: Path, doc: Any) -> SearchSpace:

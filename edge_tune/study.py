@@ -38,10 +38,8 @@ PARADIGMS: tuple[tuple[str, str, float | None], ...] = (
 
 
 def _config(space: Any, sparsity: float) -> dict[str, Any]:
-    return {
-        name: min(max(sparsity, p.low), p.high) if p.type == "float" else p.corner("low")
-        for name, p in space.params.items()
-    }
+    """Every ratio at ``sparsity`` where its range allows (a float's range of ratios), else at its low end."""
+    return {name: p.clamp(sparsity) for name, p in space.params.items()}
 
 
 def run_paradigm(space: Any, sparsity: float, baseline: Any, data: Any, runner: Any, epochs: int | None) -> dict:
@@ -135,10 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
     from edge_tune.compression import count_macs_params
+    from edge_tune.config import DEFAULT_CACHE
     from edge_tune.data import load_dataset
     from edge_tune.device import DeviceConfig, DeviceRunner
-    from edge_tune.experiment import DEFAULT_CACHE
-    from edge_tune.onnx_export import to_onnx
+    from edge_tune.export import to_onnx
     from edge_tune.space import find_space
     from edge_tune.train import TrainConfig, evaluate, load_or_train_baseline
 

@@ -11,7 +11,8 @@ A trial's run holds its config and every result Tune gets from it: each
 fine-tuning epoch's loss, top-1 and top-5, then the final device metrics,
 and, in its summary, its per-layer latency table (``layers``, from the trial's checkpoint).
 The summary run holds the experiment's settings and baseline as config, the
-trial table, the Pareto front and the per-layer latency table of the chosen
+trial table, the Pareto front (on the speed-up and the normalised latency,
+as in ``pareto.csv``) and the per-layer latency table of the chosen
 trial against the baseline as W&B tables, the report's figures, and the
 chosen trial's ``best/`` folder as a ``model`` artifact.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_tune.errors import UserError
+from edge_tune.outcome import TrialRow
 
 __all__ = ["MODES", "log_summary", "resolve_mode", "trial_callbacks"]
 
@@ -90,7 +92,9 @@ def _table(path: Path) -> Any:
     return wandb.Table(columns=rows[0], data=rows[1:]) if rows else None
 
 
-def log_summary(out_dir: Path, project: str, group: str, mode: str, experiment: dict[str, Any], best: Any) -> str:
+def log_summary(
+    out_dir: Path, project: str, group: str, mode: str, experiment: dict[str, Any], best: TrialRow | None
+) -> str:
     """Write the experiment's summary run; returns its folder (offline) or URL (online)."""
     import wandb
 
@@ -111,10 +115,12 @@ def log_summary(out_dir: Path, project: str, group: str, mode: str, experiment: 
         if figures:
             run.log({f"figures/{p.stem}": wandb.Image(str(p)) for p in figures})
         if best is not None:
-            m = best.metrics
-            for key in ("speedup", "latency_ms", "top1", "top1_device", "macs", "params"):
-                if key in m:
-                    run.summary[f"best/{key}"] = m[key]
+            o = best.outcome
+            reference = experiment["baseline"]["latency_ms"]
+            for key in ("speedup", "speedup_ci_low", "speedup_ci_high", "top1", "top1_device", "macs", "params"):
+                run.summary[f"best/{key}"] = getattr(o, key)
+            run.summary["best/top1_judged"] = o.top1_judged
+            run.summary["best/latency_ms_normalised"] = o.latency_ms_normalised(reference)
             run.summary["best/trial_id"] = best.trial_id
         run.summary["feasible"] = best is not None
         if (out_dir / "best").is_dir():

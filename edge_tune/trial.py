@@ -25,13 +25,14 @@ from edge_tune.compression.quantize import quantize_onnx
 from edge_tune.data import Dataset, load_dataset
 from edge_tune.device import LatencyResult, get_device
 from edge_tune.device.engine import unpack_ir
+from edge_tune.export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
+from edge_tune.layers import write_layers
 from edge_tune.objective import Objective
-from edge_tune.onnx_export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
-from edge_tune.results import write_layers
+from edge_tune.outcome import TrialOutcome
 from edge_tune.space import SearchSpace
 from edge_tune.train import Accuracy, Baseline, TrainConfig, evaluate, fine_tune, make_optimizer
 
-__all__ = ["DEVICE_GAP_POINTS", "TrialContext", "latency_metrics", "run_trial"]
+__all__ = ["DEVICE_GAP_POINTS", "TrialContext", "latency_fields", "run_trial"]
 
 DEVICE_GAP_POINTS = 0.5  # a PyTorch vs device top-1 gap above this is flagged in results
 
@@ -83,18 +84,16 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         compression.on_epoch_end(epoch)
         ready = ray.wait([latency_ref], timeout=0)[0] if latency_ref is not None else []
         speedup = ray.get(ready[0]).speedup if ready else math.nan
-        tune.report(
-            {
-                "epoch": epoch + 1,
-                "epochs": cfg.epochs,
-                "loss": loss,
-                "top1": acc.top1,
-                "top5": acc.top5,
-                "score": ctx.objective.score(acc.top1, speedup),
-                "constraint": ctx.objective.constraint(acc.top1),
-                "final": False,
-            }
+        progress = TrialOutcome(
+            epoch=epoch + 1,
+            epochs=cfg.epochs,
+            loss=loss,
+            top1=acc.top1,
+            top5=acc.top5,
+            score=ctx.objective.score(acc.top1, speedup),
+            constraint=ctx.objective.constraint(acc.top1),
         )
+        tune.report(progress.to_dict())
 
     fine_tune(model, data, cfg, on_epoch_start=compression.on_epoch_start, on_epoch_end=epoch_end)
     pruned = compression.finish()  # thins what the schedule left masked
@@ -107,27 +106,24 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         raise ExportMismatch(f"OpenVINO counts {latency.ov_macs:,} MACs, PyTorch {pruned.macs_after:,}")
     if list(latency.ov_conv_shapes) != conv_shapes_torch(model):
         raise ExportMismatch(f"OpenVINO's convolutions {latency.ov_conv_shapes} are not PyTorch's")
-    top1 = min(acc.top1, on_device.top1)
-    metrics = {
-        "epoch": cfg.epochs,
-        "epochs": cfg.epochs,
-        "top1": acc.top1,
-        "top5": acc.top5,
-        "top1_device": on_device.top1,
-        "top5_device": on_device.top5,
-        "device_gap_flag": abs(acc.top1 - on_device.top1) > DEVICE_GAP_POINTS,
-        **latency_metrics(latency),
-        "macs": pruned.macs_after,
-        "params": pruned.params_after,
-        "macs_ratio": pruned.macs_after / ctx.baseline_macs,
-        "channels": {g.members[0]: g.channels_after for g in pruned.groups},
-        "zeros": pruned.zeros,
-        "int8": schedule.quantizer is not None,
-        "feasible": ctx.objective.feasible(top1),
-        "constraint": ctx.objective.constraint(top1),
-        "score": ctx.objective.score(top1, latency.speedup),
-        "final": True,
-    }
+    outcome = TrialOutcome(
+        final=True,
+        epoch=cfg.epochs,
+        epochs=cfg.epochs,
+        top1=acc.top1,
+        top5=acc.top5,
+        top1_device=on_device.top1,
+        top5_device=on_device.top5,
+        device_gap_flag=abs(acc.top1 - on_device.top1) > DEVICE_GAP_POINTS,
+        **latency_fields(latency),
+        macs=pruned.macs_after,
+        params=pruned.params_after,
+        macs_ratio=pruned.macs_after / ctx.baseline_macs,
+        channels={g.members[0]: g.channels_after for g in pruned.groups},
+        zeros=pruned.zeros,
+        int8=schedule.quantizer is not None,
+    )
+    ctx.objective.judge(outcome)
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "model.onnx").write_bytes(final_onnx)
         if final_blob is not final_onnx:  # the INT8 IR the device ran
@@ -135,23 +131,23 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             Path(tmp, "model_int8.xml").write_bytes(xml)
             Path(tmp, "model_int8.bin").write_bytes(weights)
         Path(tmp, "schedule.yaml").write_text(yaml.safe_dump(schedule.raw, sort_keys=False))
-        torch.save(model.state_dict(), Path(tmp, "state_dict.pt"))  # rebuilt by edge_tune.export.load_pruned
+        torch.save(model.state_dict(), Path(tmp, "state_dict.pt"))  # rebuilt by edge_tune.deliverable.load_pruned
         architecture = {
             "model": ctx.baseline.model_name,
             "dataset": ctx.dataset,
             "num_classes": data.num_classes,
             "in_channels": data.in_channels,
             "input_shape": list(data.input_shape),
-            "channels": metrics["channels"],
+            "channels": outcome.channels,
         }
         Path(tmp, "architecture.json").write_text(json.dumps(architecture, indent=2))
         write_layers(Path(tmp, "layers.csv"), latency.layers)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        tune.report(outcome.to_dict(), checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-def latency_metrics(latency: LatencyResult) -> dict[str, Any]:
-    """The device's measurement as flat result fields (units in the names)."""
-    fields = (
+def latency_fields(latency: LatencyResult) -> dict[str, Any]:
+    """The device's measurement as ``TrialOutcome`` fields (units in the names)."""
+    same = (
         "latency_ms_p90",
         "throughput_fps",
         "speedup",
@@ -169,7 +165,7 @@ def latency_metrics(latency: LatencyResult) -> dict[str, Any]:
         "latency_ms": latency.latency_ms_p50,
         "baseline_latency_ms": latency.baseline_latency_ms_p50,
         "latency_cached": latency.cached,
-        **{f: getattr(latency, f) for f in fields},
+        **{f: getattr(latency, f) for f in same},
     }
 
 

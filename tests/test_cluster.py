@@ -110,7 +110,8 @@ def test_a_ray_job_on_three_nodes_puts_the_device_on_the_edge_host(three_nodes, 
 
 NAMED = """
 from ray.util.state import list_jobs
-from edge_tune.experiment import ExperimentConfig, start_ray
+from edge_tune.cluster import start_ray
+from edge_tune.config import ExperimentConfig
 from edge_tune.space import find_space
 ray = start_ray(ExperimentConfig(space=find_space("filter_prune")), "my-experiment")
 print([j.metadata for j in list_jobs(detail=True) if j.type == "DRIVER"])

@@ -209,7 +209,7 @@ def test_agp_follows_the_cubic_ramp_to_the_final_sparsity():
 
 def test_hybrid_recipe_masks_thins_and_keeps_fine_zeros(resnet20, example):
     from edge_tune.compression import CompressionScheduler
-    from edge_tune.onnx_export import structure_hash, to_onnx
+    from edge_tune.export import structure_hash, to_onnx
 
     schedule = parse_schedule(yaml.safe_load(HYBRID))
     torch.manual_seed(0)

@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from edge_tune.compression import PrunerSpec, apply_pruners, count_macs_params
 from edge_tune.device import DeviceConfig, DeviceRunner, ModelError, TimingPlan, interleave, median_ci, module_name
 from edge_tune.errors import UserError
-from edge_tune.onnx_export import conv_shapes_torch, to_onnx
+from edge_tune.export import conv_shapes_torch, to_onnx
 from edge_tune.train import evaluate
 
 FAST = DeviceConfig(
@@ -159,3 +160,58 @@ def test_missing_device_lists_available():
 def test_benchmark_needs_a_baseline(resnet20, example):
     with pytest.raises(RuntimeError, match="set_baseline"):
         DeviceRunner(FAST).benchmark(to_onnx(resnet20, example))
+
+
+# -- the engine contract, kept by every registered engine, here or in another interpreter ----------
+
+ENGINE_PLACES = [
+    pytest.param(("2.0", None), id="openvino-in-process"),
+    pytest.param(("2.0", "second_python"), id="openvino-another-interpreter"),
+    pytest.param(("ie", "legacy_python"), id="openvino-2021.4-another-interpreter"),
+]
+
+
+@pytest.fixture(params=ENGINE_PLACES)
+def engine(request):
+    from edge_tune.device import ENGINES, RemoteEngine, open_engine
+
+    api, python = request.param
+    assert api in ENGINES  # every registered engine has a place here
+    if python is None:
+        yield open_engine("CPU", "f32", threads=1, api=api)
+        return
+    remote = RemoteEngine(request.getfixturevalue(python), "CPU", "f32", threads=1)
+    try:
+        assert remote.describe()["api"] == api
+        yield remote
+    finally:
+        remote.close()
+
+
+def test_every_registered_engine_has_a_place_in_the_contract():
+    from edge_tune.device import ENGINES
+
+    assert set(ENGINES) == {p.values[0][0] for p in ENGINE_PLACES}
+
+
+def test_engine_contract(engine, resnet20, example, digits):
+    about = engine.describe()
+    assert {"runtime", "api", "python", "devices", "device_name"} <= set(about) and "CPU" in about["devices"]
+    onnx_bytes = to_onnx(resnet20, example)
+    model = engine.load(onnx_bytes)
+    assert model["input_shape"] == [1, 1, 32, 32] and model["macs"] == count_macs_params(resnet20, example)[0]
+    assert sorted(model["conv_shapes"]) == sorted(map(list, conv_shapes_torch(resnet20)))
+    with pytest.raises(ModelError):
+        engine.load(b"not onnx")
+    x = np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32)
+    layers = engine.set_baseline(model["handle"], x, 3)
+    assert layers and all({"module", "node_type", "time_ms"} <= set(row) for row in layers)
+    plan = {"warmup": 2, "iters_per_round": 3, "min_rounds": 3, "max_rounds": 4, "target_ci": 0.02, "time_cap_s": 5.0}
+    out = engine.measure(engine.load(onnx_bytes)["handle"], plan, 3)
+    assert len(out["a_ms"]) == len(out["b_ms"]) >= 9 and out["precision"] and out["layers"]
+    engine.set_eval(digits.x_val[:8].numpy())
+    logits = engine.predict(model["handle"])
+    with torch.no_grad():
+        expected = resnet20(digits.x_val[:8]).numpy()
+    assert logits.reshape(8, -1).shape == (8, 10) and np.allclose(logits.reshape(8, -1), expected, atol=1e-3)
+    engine.release(model["handle"])

@@ -10,7 +10,7 @@ import pytest
 
 from edge_tune.device import DeviceConfig, TimingPlan, start_device
 from edge_tune.errors import UserError
-from edge_tune.onnx_export import to_onnx
+from edge_tune.export import to_onnx
 
 # A benchmark that always runs to its 2-second cap: long enough to interrupt.
 SLOW = DeviceConfig(
@@ -63,7 +63,7 @@ def actor(ray_local, digits):
 
 
 def test_jobs_queue_and_run_one_at_a_time(ray_local, actor, capsys):
-    from edge_tune.experiment import await_device
+    from edge_tune.progress import await_device
 
     ray, _ = ray_local
     handle, onnx_bytes, _pruned = actor

@@ -14,7 +14,7 @@ import pytest
 from edge_tune.device import DeviceConfig, DeviceRunner, EngineDied, ModelError, RemoteEngine, TimingPlan
 from edge_tune.device.protocol import decode, encode, read_frame, serve
 from edge_tune.errors import UserError
-from edge_tune.onnx_export import to_onnx
+from edge_tune.export import to_onnx
 
 LONG = DeviceConfig(timing=TimingPlan(warmup=2, iters_per_round=5, min_rounds=5, target_ci=0.0, time_cap_s=3.0))
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from edge_tune.early_stop import STOPPED_FILE, ThresholdStopping, make_scheduler, threshold_rule
+from edge_tune.early_stop import STOPPED_FILE, ThresholdStopping, make_early_stopping, threshold_rule
 
 
 def test_rule_needs_evidence_and_stops_only_the_hopeless():
@@ -44,4 +44,4 @@ def test_scheduler_learns_recovery_from_finished_trials(tmp_path):
 
 @pytest.mark.parametrize("kind", ["threshold", "asha", "none"])
 def test_every_kind_builds(kind):
-    assert make_scheduler(kind, 97.0, 3) is not None
+    assert make_early_stopping(kind, 97.0, 3) is not None

@@ -2,7 +2,7 @@ import pytest
 from torch import nn
 
 from edge_tune.compression import PrunerSpec, apply_pruners
-from edge_tune.onnx_export import ExportMismatch, content_hash, conv_shapes_onnx, structure_hash, to_onnx, verify_export
+from edge_tune.export import ExportMismatch, content_hash, conv_shapes_onnx, structure_hash, to_onnx, verify_export
 
 
 def prune(model, example, sparsity=0.5):

@@ -4,8 +4,8 @@ from torch import nn
 
 from edge_tune.compression import PrunerSpec, apply_pruners, count_macs_params
 from edge_tune.errors import UserError
+from edge_tune.export import to_onnx, verify_export
 from edge_tune.models import available_models, create_model, fit_to_state_dict
-from edge_tune.onnx_export import to_onnx, verify_export
 
 ZOO = ["resnet20", "resnet32", "resnet56", "mobilenetv2", "vgg11"]
 

@@ -71,7 +71,7 @@ def test_best_folder_is_the_deliverable_in_every_form(smoke):
     import yaml
 
     from edge_tune.compression import count_macs_params
-    from edge_tune.export import load_pruned
+    from edge_tune.deliverable import load_pruned
 
     _, exp = smoke
     best = json.loads((exp / "best.json").read_text())
@@ -96,15 +96,15 @@ def test_export_writes_any_trial_and_names_bad_input(smoke, tmp_path):
     rows = list(csv.DictReader(open(exp / "results.csv")))
     other = rows[-1]["trial_id"]  # the lower ranked of the two
     proc = subprocess.run(
-        [sys.executable, "-m", "edge_tune.export", str(exp), "--trial", other, "--out", str(tmp_path / "x")],
+        [sys.executable, "-m", "edge_tune.deliverable", str(exp), "--trial", other, "--out", str(tmp_path / "x")],
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     files = {p.name for p in (tmp_path / "x").iterdir()}
     assert {"model.onnx", "model.xml", "model.bin", "state_dict.pt", "schedule.yaml", "rebuild.py"} <= files
     assert json.loads((tmp_path / "x" / "metrics.json").read_text())["trial_id"] == other
-    for args, needle in [((str(exp), "--trial", "nope"), "--trial nope"), ((str(tmp_path),), "no results.csv")]:
-        bad = subprocess.run([sys.executable, "-m", "edge_tune.export", *args], capture_output=True, text=True)
+    for args, needle in [((str(exp), "--trial", "nope"), "--trial nope"), ((str(tmp_path),), "no results.json")]:
+        bad = subprocess.run([sys.executable, "-m", "edge_tune.deliverable", *args], capture_output=True, text=True)
         assert bad.returncode == 2 and needle in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -151,8 +151,8 @@ def test_bad_flag_value_exits_2(flag, value):
 
 
 def test_gpus_per_trial():
+    from edge_tune.cluster import trial_gpus
     from edge_tune.errors import UserError
-    from edge_tune.experiment import trial_gpus
 
     assert trial_gpus("auto", {"CPU": 8.0, "GPU": 2.0}, joined=True) == 1.0
     assert trial_gpus("auto", {"CPU": 8.0}, joined=False) == 0.0

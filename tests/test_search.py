@@ -4,8 +4,16 @@ import math
 
 import pytest
 
-from edge_tune.search import ConstrainedBayesOpt, OptunaTPE, RandomSearch, UniformSweep, make_searcher
-from edge_tune.space import Param
+from edge_tune.params import Param
+from edge_tune.search import (
+    SEARCHERS,
+    ConstrainedBayesOpt,
+    OptunaTPE,
+    RandomSearch,
+    SearchSettings,
+    UniformSweep,
+    make_searcher,
+)
 
 PARAMS = {"x": Param("x", "float", 0.0, 1.0), "y": Param("y", "float", 0.0, 1.0)}
 
@@ -33,12 +41,6 @@ def test_finds_the_constrained_optimum():
     assert sum(r["constraint"] >= -0.2 for _, r in late) >= len(late) // 2  # it learnt where feasibility ends
 
 
-def test_seeded_and_deterministic():
-    a = [cfg for cfg, _ in drive(ConstrainedBayesOpt(PARAMS, seed=3), 7)]
-    b = [cfg for cfg, _ in drive(ConstrainedBayesOpt(PARAMS, seed=3), 7)]
-    assert a == b
-
-
 def test_nan_inf_and_errors_never_reach_the_optimiser():
     s = ConstrainedBayesOpt(PARAMS, seed=0)
     for i, result in enumerate(
@@ -59,13 +61,6 @@ TYPED = {
     "k": Param("k", "int", 1, 4),
     "g": Param("g", "choice", values=("Filters", "Channels")),
 }
-
-
-def test_typed_parameters_come_back_typed():
-    s = ConstrainedBayesOpt(TYPED, initial_points=2, seed=0)
-    for cfg, _ in drive(s, 6, lambda c: {"score": c["r"] + c["k"] / 4, "constraint": 0.5 - c["r"]}):
-        assert isinstance(cfg["r"], float) and isinstance(cfg["k"], int) and 1 <= cfg["k"] <= 4
-        assert cfg["g"] in ("Filters", "Channels")
 
 
 def test_first_points_are_the_uniform_diagonal_then_random():
@@ -137,16 +132,6 @@ def test_four_concurrent_suggestions_are_informative_not_duplicates(seed):
     assert max(_linf(a, b) for i, a in enumerate(collapsed) for b in collapsed[:i]) < 0.01
 
 
-def test_save_and_restore(tmp_path):
-    s = ConstrainedBayesOpt(PARAMS, seed=5)
-    drive(s, 6)
-    s.save(str(tmp_path / "state.pkl"))
-    restored = ConstrainedBayesOpt(PARAMS, seed=5)
-    restored.restore(str(tmp_path / "state.pkl"))
-    assert restored.observations == s.observations
-    assert restored.suggest("next") == s.suggest("next")
-
-
 def test_restored_mid_bisection_it_goes_on_where_it_stopped(tmp_path):
     s = ConstrainedBayesOpt(PARAMS, initial_points=3, seed=5)
     drive(s, 1)
@@ -169,7 +154,7 @@ def test_unknown_searcher_is_a_user_error():
     from edge_tune.errors import UserError
 
     with pytest.raises(UserError, match="bayesopt"):
-        make_searcher("hyperopt", PARAMS, 2, 0)
+        make_searcher("hyperopt", SearchSettings(PARAMS, 2, 0))
 
 
 def test_no_feasible_point_yet_heads_for_feasibility():
@@ -215,7 +200,7 @@ def test_a_trial_stopped_for_accuracy_teaches_the_constraint_model():
 
 def test_unconstrained_mode_ignores_the_constraint():
     # The combined objective: the searcher maximises the score alone.
-    s = make_searcher("bayesopt", PARAMS, 3, 0, constrained=False)
+    s = make_searcher("bayesopt", SearchSettings(PARAMS, 3, 0, constrained=False))
     results = drive(s, 12, lambda c: {"score": c["x"] + c["y"], "constraint": -1.0})
     assert s._optimizer.constraint is None
     assert max(r["score"] for _, r in results) > 1.8  # the corner a constraint would forbid
@@ -249,6 +234,60 @@ def test_optuna_tpe_seeded_errors_skipped_and_restored(tmp_path):
     assert set(restored.suggest("next")) == {"x", "y"}
 
 
+# -- the contract every registered searcher keeps ------------------------------------------------
+
+
+def contract(name, params=PARAMS, seed=0):
+    # Few initial points, so that the model-based searchers propose within a few trials.
+    return make_searcher(name, SearchSettings(params, initial_points=3, seed=seed, num_samples=8))
+
+
+def typed_feedback(c):
+    return {"score": c["r"] + c["k"] / 4, "constraint": 0.5 - c["r"]}
+
+
+@pytest.mark.parametrize("name", list(SEARCHERS))
+def test_contract_seeded(name):
+    a = [cfg for cfg, _ in drive(contract(name, seed=7), 6)]
+    b = [cfg for cfg, _ in drive(contract(name, seed=7), 6)]
+    assert a == b and len({tuple(sorted(c.items())) for c in a}) > 1
+
+
+@pytest.mark.parametrize("name", list(SEARCHERS))
+def test_contract_typed_values_in_range(name):
+    for cfg, _ in drive(contract(name, TYPED), 6, typed_feedback):
+        assert isinstance(cfg["r"], float) and 0.0 <= cfg["r"] <= 0.9
+        assert isinstance(cfg["k"], int) and not isinstance(cfg["k"], bool) and 1 <= cfg["k"] <= 4
+        assert cfg["g"] in ("Filters", "Channels")
+
+
+@pytest.mark.parametrize("name", list(SEARCHERS))
+def test_contract_nan_inf_and_errors_are_never_learnt(name):
+    s = contract(name)
+    bad = [{"score": math.nan, "constraint": 1.0}, {"score": math.inf, "constraint": 1.0}]
+    bad += [{"score": 1.0, "constraint": math.inf}, {"score": 1.0, "constraint": math.nan}, {"score": 1.0}, None]
+    for i, result in enumerate(bad):
+        s.suggest(f"bad{i}")
+        s.on_trial_complete(f"bad{i}", result)
+    s.suggest("err")
+    s.on_trial_complete("err", {"score": 1.0, "constraint": 1.0}, error=True)
+    assert s.observations == []
+    s.suggest("ok")
+    s.on_trial_complete("ok", {"score": 0.5, "constraint": 0.1})
+    assert len(s.observations) == 1 and s.observations[0][1:] == (0.5, 0.1)
+
+
+@pytest.mark.parametrize("name", list(SEARCHERS))
+def test_contract_save_then_restore_gives_the_same_next_suggestion(name, tmp_path):
+    s = contract(name, seed=2)
+    drive(s, 5)
+    s.save(str(tmp_path / "state.pkl"))
+    restored = contract(name, seed=2)
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert restored.observations == s.observations and len(s.observations) == 5
+    assert restored.suggest("next") == s.suggest("next")
+
+
 def test_random_search_is_seeded_typed_and_in_range():
     params = {**PARAMS, "k": Param("k", "int", 1, 3), "g": Param("g", "choice", values=("a", "b"))}
     a = [RandomSearch(params, seed=4).suggest(str(i)) for i in range(1)]
@@ -261,7 +300,7 @@ def test_random_search_is_seeded_typed_and_in_range():
 
 def test_uniform_sweep_moves_every_ratio_together_then_finishes():
     params = {"a": Param("a", "float", 0.0, 0.9), "b": Param("b", "float", 0.1, 0.5), "k": Param("k", "int", 1, 5)}
-    s = make_searcher("grid", params, 0, 0, num_samples=5)
+    s = make_searcher("grid", SearchSettings(params, 0, 0, num_samples=5))
     assert isinstance(s, UniformSweep)
     sweep = [s.suggest(str(i)) for i in range(5)]
     assert [c["a"] for c in sweep] == pytest.approx([0.0, 0.225, 0.45, 0.675, 0.9])

@@ -10,8 +10,8 @@ from edge_tune.compression import CompressionScheduler, count_macs_params, parse
 from edge_tune.compression.quantize import quantize_onnx
 from edge_tune.data import Dataset
 from edge_tune.device import DeviceConfig, DeviceRunner, TimingPlan
+from edge_tune.export import conv_shapes_torch, structure_hash, to_onnx, verify_export
 from edge_tune.models import create_model
-from edge_tune.onnx_export import conv_shapes_torch, structure_hash, to_onnx, verify_export
 from edge_tune.space import find_space, space_names
 from edge_tune.train import TrainConfig, fine_tune, make_optimizer
 

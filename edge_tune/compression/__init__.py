@@ -6,6 +6,7 @@
 - ``lr``: the schedule's learning-rate schedulers
 """
 
+from edge_tune.compression.executor import CompressionScheduler
 from edge_tune.compression.pruning import Pruner, PruneReport, apply_pruners, count_macs_params, resolve_weights
 from edge_tune.compression.schedule import (
     PRUNERS,
@@ -16,7 +17,6 @@ from edge_tune.compression.schedule import (
     check_schedule_fits,
     parse_schedule,
 )
-from edge_tune.compression.scheduler import CompressionScheduler
 
 __all__ = [
     "PRUNERS",

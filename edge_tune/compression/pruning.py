@@ -24,6 +24,7 @@ Masks are re-applied after every optimizer step (``apply_masks``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ from torch import nn
 from edge_tune.compression.schedule import PrunerSpec
 from edge_tune.models import device_of
 
-__all__ = ["GroupPruned", "PruneReport", "Pruner", "apply_pruners", "count_macs_params", "resolve_weights"]
+__all__ = ["EXECUTORS", "GroupPruned", "PruneReport", "Pruner", "apply_pruners", "count_macs_params", "resolve_weights"]
 
 Prunable = nn.Conv2d | nn.Linear
 
@@ -189,24 +190,22 @@ class Pruner:
     # -- pruning -------------------------------------------------------------------------------
     def prune(self, spec: PrunerSpec, target: float) -> None:
         """Mask ``spec``'s weights to sparsity ``target`` (a fraction); masks only grow."""
-        where = f"schedule.pruners.{spec.name}"
-        if spec.group_type in ("Filters", "Channels"):
-            self._prune_groups(spec, target, where)
-        elif spec.group_type == "Rows":
-            for _, fc in resolve_weights(self.model, spec.weights, f"{where}.weights", (nn.Linear,)):
-                weight = _weight(fc)  # (out, in)
-                idxs = _lowest(weight.abs().sum(dim=0), target)  # input features: Distiller's rows of W^T
-                mask = torch.ones_like(weight, dtype=torch.bool)
-                mask[:, idxs] = False
-                self._set_mask(spec.name, fc, "weight", mask)
-        elif spec.sensitivities:
-            self._prune_sensitivity(spec, where)
-        else:
-            for _, layer in resolve_weights(self.model, spec.weights, f"{where}.weights", (nn.Conv2d, nn.Linear)):
-                self._set_mask(spec.name, layer, "weight", _magnitude_mask(_weight(layer), target))
+        EXECUTORS[spec.executor](self, spec, target, f"schedule.pruners.{spec.name}")
         self.apply_masks()
 
-    def _prune_sensitivity(self, spec: PrunerSpec, where: str) -> None:
+    def _prune_rows(self, spec: PrunerSpec, target: float, where: str) -> None:
+        for _, fc in resolve_weights(self.model, spec.weights, f"{where}.weights", (nn.Linear,)):
+            weight = _weight(fc)  # (out, in)
+            idxs = _lowest(weight.abs().sum(dim=0), target)  # input features: Distiller's rows of W^T
+            mask = torch.ones_like(weight, dtype=torch.bool)
+            mask[:, idxs] = False
+            self._set_mask(spec.name, fc, "weight", mask)
+
+    def _prune_elements(self, spec: PrunerSpec, target: float, where: str) -> None:
+        for _, layer in resolve_weights(self.model, spec.weights, f"{where}.weights", (nn.Conv2d, nn.Linear)):
+            self._set_mask(spec.name, layer, "weight", _magnitude_mask(_weight(layer), target))
+
+    def _prune_sensitivity(self, spec: PrunerSpec, target: float, where: str) -> None:
         kinds = (nn.Conv2d, nn.Linear)
         per_layer: dict[str, float] = {}
         for w, s in spec.sensitivities:
@@ -329,6 +328,17 @@ class Pruner:
             param = getattr(module, pname)
             if param.shape != mask.shape:
                 self._masks[key] = (module, pname, param.detach() != 0)
+
+
+# How each kind of pruner masks (``PrunerSpec.executor``: its group type, or Sensitivity). A new group type
+# is a new entry here, not a new branch in ``Pruner.prune``.
+EXECUTORS: dict[str, Callable[[Pruner, PrunerSpec, float, str], None]] = {
+    "Filters": Pruner._prune_groups,
+    "Channels": Pruner._prune_groups,
+    "Rows": Pruner._prune_rows,
+    "Elements": Pruner._prune_elements,
+    "Sensitivity": Pruner._prune_sensitivity,
+}
 
 
 def _lowest(scores: torch.Tensor, target: float, round_to: int = 1) -> list[int]:

@@ -75,6 +75,11 @@ class PrunerSpec:
     def gradual(self) -> bool:
         return PRUNERS[self.cls].gradual
 
+    @property
+    def executor(self) -> str:
+        """The key of ``pruning.EXECUTORS`` that masks for it: its group type, or Sensitivity."""
+        return "Sensitivity" if self.sensitivities else self.group_type
+
 
 def agp_target(spec: PrunerSpec, policy: Policy, epoch: int) -> float:
     """Sparsity an AGP pruner aims at when its policy fires at ``epoch`` (Zhu & Gupta's cubic schedule).

@@ -9,7 +9,8 @@
 """
 
 from edge_tune.device.actor import ACTOR_NAME, NAMESPACE, EdgeDevice, get_device, start_device
-from edge_tune.device.engine import Engine, ModelError, open_engine
+from edge_tune.device.engine import ENGINES, Engine, ModelError, OpenVINOEngine, open_engine, register_engine
+from edge_tune.device.legacy import LegacyEngine
 from edge_tune.device.profile import LayerTiming, module_name
 from edge_tune.device.remote import EngineDied, RemoteEngine
 from edge_tune.device.runner import DeviceAccuracy, DeviceConfig, DeviceRunner, LatencyResult
@@ -17,6 +18,7 @@ from edge_tune.device.timing import TimingPlan, interleave, median_ci
 
 __all__ = [
     "ACTOR_NAME",
+    "ENGINES",
     "NAMESPACE",
     "DeviceAccuracy",
     "DeviceConfig",
@@ -26,7 +28,9 @@ __all__ = [
     "EngineDied",
     "LatencyResult",
     "LayerTiming",
+    "LegacyEngine",
     "ModelError",
+    "OpenVINOEngine",
     "RemoteEngine",
     "TimingPlan",
     "get_device",
@@ -34,5 +38,6 @@ __all__ = [
     "median_ci",
     "module_name",
     "open_engine",
+    "register_engine",
     "start_device",
 ]

@@ -38,7 +38,17 @@ import numpy as np
 from edge_tune.device.profile import LayerTiming, profile_layers
 from edge_tune.device.timing import TimingPlan, interleave
 
-__all__ = ["Engine", "ModelError", "OpenVINOEngine", "inspect_graph", "open_engine", "pack_ir", "unpack_ir"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "ModelError",
+    "OpenVINOEngine",
+    "inspect_graph",
+    "open_engine",
+    "pack_ir",
+    "register_engine",
+    "unpack_ir",
+]
 
 
 class ModelError(ValueError):
@@ -217,6 +227,17 @@ def inspect_graph(ops: Any, attributes: Callable[[Any], dict[str, Any]]) -> dict
     return {"macs": total, "conv_shapes": sorted(shapes)}
 
 
+# api -> Engine subclass, in the order ``open_engine`` tries them: the first whose runtime this
+# interpreter has serves. A new runtime is a new subclass with ``@register_engine``.
+ENGINES: dict[str, type[Engine]] = {}
+
+
+def register_engine(cls: type[Engine]) -> type[Engine]:
+    ENGINES[cls.api] = cls
+    return cls
+
+
+@register_engine
 class OpenVINOEngine(Engine):
     """OpenVINO 2022.1 and later (API 2.0)."""
 
@@ -279,13 +300,17 @@ class OpenVINOEngine(Engine):
         return profile_layers(compiled, {0: self._input}, inferences)
 
 
-def open_engine(device: str, precision: str, threads: int) -> Engine:
-    """The engine for the OpenVINO installed in this interpreter."""
+def open_engine(device: str, precision: str, threads: int, api: str = "") -> Engine:
+    """The first registered engine (or the one named by ``api``) whose runtime this interpreter has."""
+    import edge_tune.device.legacy  # noqa: F401  (registers OpenVINO 2021.4's engine)
+
     if importlib.util.find_spec("openvino") is None:
         raise ImportError("openvino is not installed in this interpreter (pip install openvino)")
-    try:
-        return OpenVINOEngine(device, precision, threads)
-    except ImportError:  # no API 2.0: OpenVINO 2021.4
-        from edge_tune.device.legacy import LegacyEngine
-
-        return LegacyEngine(device, precision, threads)
+    if api and api not in ENGINES:
+        raise ImportError(f"no engine for the API {api!r}; known: {', '.join(ENGINES)}")
+    for cls in [ENGINES[api]] if api else list(ENGINES.values()):
+        try:
+            return cls(device, precision, threads)
+        except ImportError:  # this runtime's API is not in the installed openvino
+            continue
+    raise ImportError(f"the installed openvino offers none of the APIs {', '.join(ENGINES)}")

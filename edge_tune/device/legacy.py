@@ -14,12 +14,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edge_tune.device.engine import Engine, inspect_graph, unpack_ir
+from edge_tune.device.engine import Engine, inspect_graph, register_engine, unpack_ir
 from edge_tune.device.profile import LayerTiming, layers_from_counters
 
 __all__ = ["LegacyEngine"]
 
 
+@register_engine
 class LegacyEngine(Engine):
     """OpenVINO 2021.4 (Inference Engine API): the last runtime with the ``MYRIAD`` plugin."""
 

@@ -23,7 +23,7 @@ from edge_tune.device.profile import LayerTiming
 from edge_tune.device.remote import RemoteEngine
 from edge_tune.device.timing import ABSamples, TimingPlan, cv
 from edge_tune.errors import UserError
-from edge_tune.onnx_export import content_hash, structure_hash
+from edge_tune.export import content_hash, structure_hash
 
 __all__ = ["DeviceAccuracy", "DeviceConfig", "DeviceRunner", "LatencyResult", "ModelError"]
 

@@ -8,15 +8,40 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
-from edge_tune.space import Param
+from edge_tune.params import Param, uniform_point
+from edge_tune.search.observe import observed
+from edge_tune.search.registry import SearchSettings, register_searcher
 
-__all__ = ["RandomSearch", "UniformSweep", "uniform_point"]
+__all__ = ["RandomSearch", "UniformSweep"]
 
 
-class _Stateful(Searcher):
-    """Save and restore the fields named in ``_state`` (Tune calls these around interruptions)."""
+class _Recording(Searcher):
+    """A searcher that learns nothing from results but keeps what it was shown (``observations``), and saves
+    and restores the fields named in ``_state`` (Tune calls these around interruptions)."""
 
-    _state: tuple[str, ...] = ()
+    _state: tuple[str, ...] = ("_observations",)
+    constraint_metric = "constraint"
+    constrained = True
+
+    def __init__(self, params: dict[str, Param], metric: str = "score", mode: str = "max") -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.params = params
+        self._configs: dict[str, dict[str, Any]] = {}
+        self._observations: list[tuple[dict[str, Any], float, float]] = []
+
+    def _suggested(self, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
+        self._configs[trial_id] = config
+        return dict(config)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        config = self._configs.pop(trial_id, None)
+        seen = observed(self, result, error, [v for _, v, _ in self._observations])
+        if config is not None and seen is not None:
+            self._observations.append((config, *seen))
+
+    @property
+    def observations(self) -> list[tuple[dict[str, Any], float, float]]:
+        return list(self._observations)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -28,32 +53,20 @@ class _Stateful(Searcher):
                 setattr(self, k, v)
 
 
-class RandomSearch(_Stateful):
+class RandomSearch(_Recording):
     """Independent uniform draws: floats in [low, high], ints in {low..high}, choices equally likely."""
 
-    _state = ("_rng",)
+    _state = ("_rng", "_observations")
 
     def __init__(self, params: dict[str, Param], metric: str = "score", mode: str = "max", seed: int = 0) -> None:
-        super().__init__(metric=metric, mode=mode)
-        self.params = params
+        super().__init__(params, metric, mode)
         self._rng = np.random.default_rng(seed)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        config: dict[str, Any] = {}
-        for name, p in self.params.items():
-            if p.type == "float":
-                config[name] = float(self._rng.uniform(p.low, p.high))
-            elif p.type == "int":
-                config[name] = int(self._rng.integers(int(p.low), int(p.high) + 1))
-            else:
-                config[name] = p.values[int(self._rng.integers(len(p.values)))]
-        return config
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        pass
+        return self._suggested(trial_id, {name: p.sample(self._rng) for name, p in self.params.items()})
 
 
-class UniformSweep(_Stateful):
+class UniformSweep(_Recording):
     """The sweep a user tries by hand: every numeric parameter at the same fraction of its range.
 
     Trial k of n sets every float and int parameter to ``low + k/(n-1) * (high - low)``
@@ -66,30 +79,25 @@ class UniformSweep(_Stateful):
     {'a': 0.4, 'b': 0.2}
     """
 
-    _state = ("_next",)
+    _state = ("_next", "_observations")
 
     def __init__(self, params: dict[str, Param], n: int, metric: str = "score", mode: str = "max") -> None:
-        super().__init__(metric=metric, mode=mode)
-        self.params, self.n = params, n
+        super().__init__(params, metric, mode)
+        self.n = n
         self._next = 0
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self._next >= self.n:
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel, a str
         k, self._next = self._next, self._next + 1
-        return uniform_point(self.params, k / (self.n - 1) if self.n > 1 else 0.0, k)
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        pass
+        return self._suggested(trial_id, uniform_point(self.params, k / (self.n - 1) if self.n > 1 else 0.0, k))
 
 
-def uniform_point(params: dict[str, Param], t: float, k: int) -> dict[str, Any]:
-    """Every float and int parameter at fraction ``t`` of its range (ints rounded); choice ``k`` in turn."""
-    config: dict[str, Any] = {}
-    for name, p in params.items():
-        if p.type == "choice":
-            config[name] = p.values[k % len(p.values)]
-        else:
-            value = p.low + t * (p.high - p.low)
-            config[name] = round(value) if p.type == "int" else round(value, 10)
-    return config
+@register_searcher("random", "independent uniform draws")
+def _random(s: SearchSettings) -> Searcher:
+    return RandomSearch(s.params, seed=s.seed)
+
+
+@register_searcher("grid", "the uniform sweep a user tries by hand: every ratio at the same fraction of its range")
+def _grid(s: SearchSettings) -> Searcher:
+    return UniformSweep(s.params, n=s.num_samples)

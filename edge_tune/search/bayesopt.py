@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 import pickle
 import warnings
 from typing import Any
@@ -34,8 +33,9 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
-from edge_tune.search.basic import uniform_point
-from edge_tune.space import Param
+from edge_tune.params import Param, uniform_point
+from edge_tune.search.observe import observed
+from edge_tune.search.registry import SearchSettings, register_searcher
 
 __all__ = ["ConstrainedBayesOpt"]
 
@@ -132,16 +132,7 @@ class ConstrainedBayesOpt(Searcher):
         ) + WhiteKernel(self.noise, (1e-6, 1.0))
 
     def _typed(self, raw: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, p in self.params.items():
-            v = raw[name]
-            if p.type == "float":
-                out[name] = float(v)
-            elif p.type == "int":
-                out[name] = round(float(v))
-            else:
-                out[name] = v.item() if isinstance(v, np.generic) else v
-        return out
+        return {name: p.typed(raw[name]) for name, p in self.params.items()}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         with warnings.catch_warnings():
@@ -350,29 +341,9 @@ def noisy_expected_improvement(xi: float) -> Any:
     return _noisy_ei()(xi=xi)
 
 
-def finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def observed(
-    searcher: Any, result: dict[str, Any] | None, error: bool, seen: list[float]
-) -> tuple[float, float] | None:
-    """(target as maximised, constraint) of a finished trial for ``searcher``, or None if it must not be learnt.
-
-    Errored trials and NaN or infinite results are None. Without a constraint (the combined
-    objective) the constraint is 0. A trial stopped early for accuracy has no latency, hence
-    no score, but it does show where the threshold is missed: its target, irrelevant to expected
-    improvement since it is infeasible, is the worst in ``seen`` (targets as maximised).
-    """
-    if error or not result:
-        return None
-    target: Any = result.get(searcher.metric)
-    constraint: Any = result.get(searcher.constraint_metric) if searcher.constrained else 0.0
-    if not finite(constraint):
-        return None
-    sign = 1.0 if searcher.mode == "max" else -1.0
-    if finite(target):
-        return sign * float(target), float(constraint)
-    if searcher.constrained and constraint < 0 and seen:
-        return min(seen), float(constraint)
-    return None
+@register_searcher(
+    "bayesopt",
+    "ConstrainedBayesOpt: Gaussian processes for the score and the threshold's constraint",
+)
+def _bayesopt(s: SearchSettings) -> Searcher:
+    return ConstrainedBayesOpt(s.params, initial_points=s.initial_points, seed=s.seed, constrained=s.constrained)

@@ -14,8 +14,9 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from edge_tune.search.bayesopt import observed
-from edge_tune.space import Param
+from edge_tune.params import Param
+from edge_tune.search.observe import observed
+from edge_tune.search.registry import SearchSettings, register_searcher
 
 __all__ = ["OptunaTPE"]
 
@@ -33,17 +34,7 @@ class OptunaTPE(Searcher):
         self._study = self._new_study(seed)
 
     def _distributions(self) -> dict[str, Any]:
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-        out: dict[str, Any] = {}
-        for name, p in self.params.items():
-            if p.type == "float":
-                out[name] = FloatDistribution(p.low, p.high)
-            elif p.type == "int":
-                out[name] = IntDistribution(int(p.low), int(p.high))
-            else:
-                out[name] = CategoricalDistribution(list(p.values))
-        return out
+        return {name: p.optuna() for name, p in self.params.items()}
 
     def _new_study(self, seed: int) -> Any:
         import optuna
@@ -86,9 +77,15 @@ class OptunaTPE(Searcher):
     def observations(self) -> list[tuple[dict[str, Any], float, float]]:
         return list(self._observations)
 
+    def _rngs(self) -> list[Any]:
+        """The sampler's random states (TPE's own and its start-up random sampler's): numpy RandomStates."""
+        sampler = self._study.sampler
+        return [sampler._rng.rng, sampler._random_sampler._rng.rng]
+
     def save(self, checkpoint_path: str) -> None:
+        state = {"observations": self._observations, "rng": [r.get_state() for r in self._rngs()]}
         with open(checkpoint_path, "wb") as f:
-            pickle.dump({"observations": self._observations}, f)
+            pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
         import optuna
@@ -96,8 +93,7 @@ class OptunaTPE(Searcher):
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         self._observations = state["observations"]
-        # The sampler is reseeded past what it drew before, so the resumed run does not repeat itself.
-        self._study = self._new_study(self.seed + len(self._observations))
+        self._study = self._new_study(self.seed)
         self._pending = {}
         for config, value, constraint in self._observations:
             self._study.add_trial(
@@ -106,6 +102,16 @@ class OptunaTPE(Searcher):
                     distributions=self._distributions(),
                     value=value,
                     user_attrs={_CONSTRAINT: constraint},
+                    # what constraints_func wrote after the original trial: TPE reads it from here
+                    system_attrs={"constraints": (-constraint,)} if self.constrained else None,
                 )
             )
+        # The sampler goes on from where it was, so the resumed run neither repeats nor skips a draw.
+        for rng, saved in zip(self._rngs(), state["rng"], strict=True):
+            rng.set_state(saved)
         print(f"[edge_tune] searcher restored with {len(self._observations)} observation(s)", flush=True)
+
+
+@register_searcher("optuna", "Optuna's TPE with the threshold as a constraint (constraints_func)")
+def _optuna(s: SearchSettings) -> Searcher:
+    return OptunaTPE(s.params, initial_points=s.initial_points, seed=s.seed, constrained=s.constrained)

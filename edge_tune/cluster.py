@@ -1,0 +1,76 @@
+"""Starting or joining Ray, and what the cluster decides: where the device lives, GPUs per trial."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from edge_tune.config import ExperimentConfig
+from edge_tune.errors import UserError
+from edge_tune.progress import log
+
+__all__ = ["ray_address", "start_ray", "trial_gpus"]
+
+
+def trial_gpus(flag: str, cluster: dict[str, float], joined: bool) -> float:
+    """GPUs per trial from ``--gpus-per-trial``: auto is 1 when the cluster has a GPU now, else 0.
+
+    A number asks for that many whatever the cluster has now: an autoscaling
+    cluster (cluster.yaml) adds GPU workers when trials ask for GPUs. On the
+    local cluster this run starts, asking for more than it has is an error.
+    """
+    if flag == "auto":
+        return 1.0 if cluster.get("GPU", 0) >= 1 else 0.0
+    try:
+        gpus = float(flag)
+    except ValueError:
+        gpus = -1.0
+    if not (gpus >= 0 and math.isfinite(gpus)):
+        raise UserError(f"--gpus-per-trial {flag}: give auto or a number of GPUs (0, 0.5, 1, ...)")
+    if gpus and not joined and cluster.get("GPU", 0) < gpus:
+        raise UserError(
+            f"--gpus-per-trial {flag}: the local Ray cluster has {cluster.get('GPU', 0):g} GPU(s); "
+            "use --gpus-per-trial 0 (or auto), or join a cluster with GPUs with --address"
+        )
+    return gpus
+
+
+def ray_address(cfg: ExperimentConfig) -> str | None:
+    """The cluster to join (--address, else RAY_ADDRESS, as under ``ray job submit``); None: start one."""
+    return cfg.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def start_ray(cfg: ExperimentConfig, name: str = "") -> Any:
+    """Join the cluster at --address (or RAY_ADDRESS), or start a local one with the dashboard.
+
+    The driver's Ray job carries the experiment's name in its metadata
+    (``edge_tune_experiment``), which the dashboard's Jobs page shows.
+    """
+    import ray
+    from ray.job_config import JobConfig
+
+    address = ray_address(cfg)
+    job = JobConfig(metadata={"edge_tune_experiment": name, "edge_tune_space": cfg.space.name})
+    if address:
+        ctx = ray.init(address=address, namespace="edge_tune", log_to_driver=False, job_config=job)
+    else:
+        cpus = max(os.cpu_count() or 1, cfg.device.threads + cfg.trial_cpus)
+        ctx = ray.init(
+            num_cpus=cpus,
+            resources={cfg.device.resource: 1},
+            namespace="edge_tune",
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
+            job_config=job,
+        )
+    url = getattr(ctx, "dashboard_url", None)
+    token = os.environ.get("RAY_AUTH_MODE") == "token"  # Ray's default for a new local cluster
+    log(
+        f"Ray {'joined at ' + address if address else 'started locally'}; dashboard: "
+        f"{'http://' + url if url and not url.startswith('http') else url or 'not available'}"
+        + (" (sign in with the token in ~/.ray/auth_token)" if token and url else "")
+        + ("; on a cluster launched with cluster.yaml, `ray dashboard cluster.yaml` forwards it" if address else "")
+    )
+    return ray
