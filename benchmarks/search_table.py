@@ -69,9 +69,10 @@ def configs() -> list[tuple[float, ...]]:
 
 @functools.cache  # once per worker process, not once per configuration
 def _baseline() -> tuple[Any, Any]:
+    from edge_tune.baseline import load_or_train_baseline
     from edge_tune.config import DEFAULT_CACHE
     from edge_tune.data import load_dataset
-    from edge_tune.train import TrainConfig, load_or_train_baseline
+    from edge_tune.train import TrainConfig
 
     data = load_dataset("digits")
     return data, load_or_train_baseline("resnet20", data, TrainConfig(), DEFAULT_CACHE, print)

@@ -29,8 +29,10 @@ SMOKE = {"num_samples": 2, "epochs": 1, "baseline_epochs": 4, "initial_points": 
 class ExperimentConfig:
     space: SearchSpace
     model: str = ""  # zoo name or package.module:function; "" = the space file's
+    weights: Path | None = None  # trained weights of the model (--weights); None = the space file's, else train
     dataset: str = ""  # digits | cifar10 | cifar100 | imagefolder; "" = the space file's
-    data_dir: Path | None = None  # where cifar10/cifar100/imagefolder live (--data-dir)
+    data_dir: Path | None = None  # where the dataset's files are (--data-dir)
+    input_size: tuple[int, int] | None = None  # (H, W) pixels; None = the dataset's natural size
     accuracy_threshold: str = "-1.0"  # "97.5" = top-1 >= 97.5%; "-1.0" = at most 1 point below baseline
     accuracy_weight: float = ACCURACY_WEIGHT  # score per 100 accuracy points beside ln(speedup)
     objective: str = "constrained"  # constrained | combined (see objective.py)

@@ -18,9 +18,11 @@ from typing import Any
 
 import torch
 
+from edge_tune.baseline import Baseline, describe, load_baseline
 from edge_tune.cluster import ray_address, start_ray, trial_gpus
 from edge_tune.compression import apply_pruners, check_schedule_fits, count_macs_params, parse_schedule
 from edge_tune.config import RUN_FILE, ExperimentConfig
+from edge_tune.contract import fit_data_to_model
 from edge_tune.data import Dataset, load_dataset
 from edge_tune.device import DeviceAccuracy, LatencyResult, start_device
 from edge_tune.early_stop import make_early_stopping
@@ -34,7 +36,7 @@ from edge_tune.results import (
 from edge_tune.search import SearchSettings, make_searcher
 from edge_tune.space import SearchSpace
 from edge_tune.tracking import resolve_mode, trial_callbacks
-from edge_tune.train import Baseline, TrainConfig, load_or_train_baseline
+from edge_tune.train import TrainConfig
 from edge_tune.trial import TrialContext, run_trial, verify_and_export
 
 __all__ = ["OnDevice", "Prepared", "dry_run_schedule", "finetune_epochs", "prepare", "run_experiment"]
@@ -99,23 +101,18 @@ def run_experiment(cfg: ExperimentConfig) -> int:
 
 def prepare(cfg: ExperimentConfig) -> Prepared:
     """Check what can be checked without Ray, then load or train the baseline and resolve the threshold."""
-    from edge_tune.models import create_model
-
     space, model_name = cfg.space, cfg.model or cfg.space.model
-    data = load_dataset(cfg.dataset or space.dataset, cfg.data_dir)
+    data = load_dataset(cfg.dataset or space.dataset, cfg.data_dir, cfg.input_size)
     threshold_spec = parse_threshold(cfg.accuracy_threshold)
     finetune = replace(cfg.finetune, seed=cfg.seed)
-    model = create_model(model_name, num_classes=data.num_classes, in_channels=data.in_channels)
+    model, data = fit_data_to_model(model_name, data, log)
     dry_run_schedule(space, data, model, finetune_epochs(cfg, finetune))
     started = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
-    baseline = load_or_train_baseline(
-        model_name, data, replace(cfg.baseline, seed=cfg.seed), cfg.cache_dir, (lambda _: None) if cfg.quiet else log
-    )
-    log(
-        f"baseline {model_name} on {data.name}: top1 {baseline.accuracy.top1:.2f}% "
-        f"({'cached' if baseline.cached else f'trained in {baseline.train_seconds:.0f}s'})"
-    )
+    quiet = (lambda _: None) if cfg.quiet else log
+    recipe = replace(cfg.baseline, seed=cfg.seed)
+    baseline = load_baseline(model_name, data, cfg.weights, recipe, cfg.cache_dir, quiet)
+    log(f"baseline {model_name} on {data.name}: top1 {baseline.accuracy.top1:.2f}% ({describe(baseline)})")
     threshold = threshold_spec.resolve(baseline.accuracy.top1)
     check_reachable(threshold, baseline.accuracy.top1, threshold_spec)
     objective = Objective(threshold, cfg.accuracy_weight, cfg.objective, cfg.latency_weight)
@@ -146,6 +143,8 @@ def _trial_context(p: Prepared, base: OnDevice, resources: dict[str, float]) -> 
         p.baseline,
         p.data.name,
         cfg.data_dir,
+        cfg.input_size,
+        p.data.in_channels,
         p.finetune,
         cfg.finetune_overrides,
         p.objective,
@@ -222,6 +221,7 @@ def _summary(p: Prepared, base: OnDevice) -> dict[str, Any]:
             "params": base.params,
             "train_seconds": baseline.train_seconds,
             "cached": baseline.cached,
+            "source": baseline.source,  # trained, or weights FILE (sha256 ...)
         },
         "device": asdict(cfg.device),
         "precision": base.latency.precision,

@@ -27,6 +27,7 @@ def _choices(registry: dict[str, object]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags; every default shown and used is ``config.default``'s."""
+    from edge_tune.data import available_datasets
     from edge_tune.early_stop import EARLY_STOPPING
     from edge_tune.search import SEARCHERS
 
@@ -104,8 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=default("seed"))
     p.add_argument("--model", default="", help="zoo model or package.module:function (default: the space file's)")
-    p.add_argument("--dataset", default="", help="digits, cifar10, cifar100 or imagefolder (default: the space file's)")
-    p.add_argument("--data-dir", type=Path, default=None, help="folder of the dataset's files (CIFAR, image folder)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the model's trained weights: a state dict, or a checkpoint holding one under state_dict, "
+        "model_state_dict, model or net; the baseline is then evaluated, not trained (default: the space file's)",
+    )
+    p.add_argument("--dataset", default="", help=f"{', '.join(available_datasets())} (default: the space file's)")
+    p.add_argument(
+        "--input-size",
+        default="",
+        metavar="H|HxW",
+        help="the model's input in pixels, e.g. 224 or 96x128 (default: the space file's, else the dataset's "
+        "natural size: 32 for digits and CIFAR, 28 for the MNIST family)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder of the dataset's files (CIFAR pickles, an image folder, IDX files); nothing is downloaded",
+    )
     p.add_argument(
         "--device",
         default=default("device"),
@@ -209,6 +230,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Defaults, then the space file, then the flags."""
     from edge_tune.cluster import ray_address, trial_gpus
     from edge_tune.config import ExperimentConfig
+    from edge_tune.data import parse_input_size
     from edge_tune.device import DeviceConfig, TimingPlan
     from edge_tune.space import find_space
 
@@ -240,6 +262,12 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.searcher, cfg.seed, cfg.address, cfg.name = args.searcher, args.seed, args.address, args.name
     cfg.objective, cfg.latency_weight, cfg.early_stop = args.objective, args.latency_weight, args.early_stop
     cfg.model, cfg.dataset = args.model, args.dataset
+    weights = args.weights.resolve() if args.weights else space.weights  # trials run in other folders
+    if weights is not None and not weights.is_file():
+        raise UserError(f"--weights {weights}: no such file")
+    cfg.weights = weights
+    size = args.input_size or space.input_size
+    cfg.input_size = parse_input_size(size) if size else None
     cfg.data_dir = args.data_dir.resolve() if args.data_dir else None  # trials run in other folders
     timing = TimingPlan(target_ci=args.target_ci / 100, time_cap_s=args.time_cap)
     if args.device_python and not (args.address or os.environ.get("RAY_ADDRESS")):
@@ -276,7 +304,7 @@ def resume_args(folder: Path) -> argparse.Namespace:
     run = json.loads(saved.read_text())
     args = build_parser().parse_args(run["argv"])
     args.space = run["space"]  # resolved when saved: --resume may run from another folder
-    for flag in ("data_dir", "cache_dir"):
+    for flag in ("data_dir", "cache_dir", "weights"):
         if getattr(args, flag) is not None:
             setattr(args, flag, Path(run["cwd"]) / getattr(args, flag))
     args.output_dir, args.name, args.resume = folder.resolve().parent, folder.resolve().name, folder

@@ -164,8 +164,12 @@ def plot(points: list[GroupPoint], path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m edge_tune.sensitivity", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="resnet20", help="zoo model or package.module:function")
-    p.add_argument("--dataset", default="digits", help="digits, cifar10, cifar100 or imagefolder")
+    p.add_argument(
+        "--weights", type=Path, default=None, metavar="FILE", help="the model's trained weights (else trained here)"
+    )
+    p.add_argument("--dataset", default="digits", help="a dataset name, as for edge_tune.run")
     p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--input-size", default="", metavar="H|HxW", help="input pixels (default: the dataset's own)")
     p.add_argument("--ratios", default=",".join(str(r) for r in RATIOS), help="comma-separated fractions")
     p.add_argument("--device", default="CPU")
     p.add_argument("--device-python", default="", metavar="PATH")
@@ -189,17 +193,20 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 
 def run(args: argparse.Namespace) -> Path:
+    from edge_tune.baseline import load_baseline
     from edge_tune.config import DEFAULT_CACHE
-    from edge_tune.data import load_dataset
+    from edge_tune.contract import fit_data_to_model
+    from edge_tune.data import load_dataset, parse_input_size
     from edge_tune.device import DeviceConfig, DeviceRunner
     from edge_tune.export import to_onnx
     from edge_tune.space import load_space
-    from edge_tune.train import TrainConfig, load_or_train_baseline
+    from edge_tune.train import TrainConfig
 
     ratios = _ratios(args.ratios)
-    data = load_dataset(args.dataset, args.data_dir)
+    size = parse_input_size(args.input_size) if args.input_size else None
+    _, data = fit_data_to_model(args.model, load_dataset(args.dataset, args.data_dir, size))
     cache = args.cache_dir or DEFAULT_CACHE
-    baseline = load_or_train_baseline(args.model, data, TrainConfig(epochs=args.baseline_epochs), cache)
+    baseline = load_baseline(args.model, data, args.weights, TrainConfig(epochs=args.baseline_epochs), cache)
     model = baseline.build(data.num_classes, data.in_channels)
     example = torch.zeros(1, *data.input_shape)
     runner = DeviceRunner(DeviceConfig(device=args.device, python=args.device_python), to_onnx(model, example))
@@ -219,7 +226,12 @@ def run(args: argparse.Namespace) -> Path:
         chosen = select_groups(points, args.top, args.max_drop)
         if not chosen:
             raise UserError(f"--write-space: no group gains latency within --max-drop {args.max_drop} points")
-        args.write_space.write_text(yaml.safe_dump(space_for(args.model, args.dataset, chosen), sort_keys=False))
+        space = space_for(args.model, args.dataset, chosen)
+        if args.weights is not None:  # the search starts from the same trained network, wherever the file goes
+            space = {"weights": str(args.weights.resolve()), **space}
+        if args.input_size:
+            space = {"input_size": args.input_size, **space}
+        args.write_space.write_text(yaml.safe_dump(space, sort_keys=False))
         load_space(args.write_space)  # what we write must load
         print(f"search space over {', '.join(g for g, _, _ in chosen)} written to {args.write_space}")
     return args.out

@@ -3,7 +3,9 @@
 A space file (``search_spaces/NAME.yaml``) holds::
 
     model: resnet20            # zoo name or package.module:function
+    weights: resnet20.pt       # optional: trained weights (a state dict), relative to this file
     dataset: digits
+    input_size: 32             # optional: H or HxW pixels; default: the dataset's natural size
     params:                    # the searched parameters
       stage1: {type: float, low: 0.0, high: 0.8}
       width:  {type: int, low: 1, high: 4}
@@ -34,7 +36,7 @@ __all__ = ["Param", "SearchSpace", "find_space", "load_space", "space_names"]
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 _REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-_TOP_KEYS = {"description", "model", "dataset", "params", "finetune", "search", "schedule"}
+_TOP_KEYS = {"description", "model", "weights", "dataset", "input_size", "params", "finetune", "search", "schedule"}
 _SEARCH_KEYS = {"num_samples", "max_concurrent", "initial_points"}
 
 
@@ -49,6 +51,8 @@ class SearchSpace:
     finetune: dict[str, Any] = field(default_factory=dict)  # template
     search: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    weights: Path | None = None  # trained weights of ``model`` (a path relative to the space file's folder)
+    input_size: str = ""  # "H" or "HxW" pixels; "" = the dataset's natural size
 
     def render(self, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The concrete (schedule, finetune) for one configuration of the params."""
@@ -145,7 +149,30 @@ def _parse(name: str, path: Path, doc: Any) -> SearchSpace:
         finetune=finetune,
         search=search,
         description=str(doc.get("description", "")).strip(),
+        weights=_weights(doc.get("weights"), path),
+        input_size=_input_size(doc.get("input_size")),
     )
+
+
+def _weights(value: Any, path: Path) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"weights: a path to a state dict file, got {value!r}")
+    return (path.parent / value).resolve()
+
+
+def _input_size(value: Any) -> str:
+    if value is None:
+        return ""
+    from edge_tune.data import parse_input_size
+    from edge_tune.errors import UserError
+
+    try:
+        parse_input_size(str(value))
+    except UserError:
+        raise ValueError(f"input_size: give the height, or HxW, in pixels (e.g. 224 or 96x128): {value!r}") from None
+    return str(value)
 
 
 def _check_finetune_keys(finetune: dict[str, Any]) -> None:

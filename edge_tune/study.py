@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--epochs", type=int, default=None, help="fine-tuning epochs (default: each space's; at least its schedule's)"
     )
+    p.add_argument("--model", default="", help="zoo model or package.module:function (default: the spaces')")
+    p.add_argument(
+        "--weights", type=Path, default=None, metavar="FILE", help="the model's trained weights (else trained here)"
+    )
+    p.add_argument("--dataset", default="", help="a dataset name, as for edge_tune.run (default: the spaces')")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--input-size", default="", metavar="H|HxW", help="input pixels (default: the dataset's own)")
     p.add_argument("--baseline-epochs", type=int, default=15)
     p.add_argument("--device", default="CPU")
     p.add_argument("--device-python", default="", metavar="PATH")
@@ -132,13 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
+    from edge_tune.baseline import load_baseline
     from edge_tune.compression import count_macs_params
     from edge_tune.config import DEFAULT_CACHE
-    from edge_tune.data import load_dataset
+    from edge_tune.contract import fit_data_to_model
+    from edge_tune.data import load_dataset, parse_input_size
     from edge_tune.device import DeviceConfig, DeviceRunner
     from edge_tune.export import to_onnx
     from edge_tune.space import find_space
-    from edge_tune.train import TrainConfig, evaluate, load_or_train_baseline
+    from edge_tune.train import TrainConfig, evaluate
 
     if not 0 <= args.sparsity < 1:
         raise UserError(f"--sparsity {args.sparsity}: must be in [0, 1)")
@@ -147,10 +156,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     if not chosen:
         raise UserError(f"--only {args.only}: none of {', '.join(sorted({p[1] for p in PARADIGMS}))}")
     first = find_space(chosen[0][1])
-    data = load_dataset(first.dataset)
-    baseline = load_or_train_baseline(
-        first.model, data, TrainConfig(epochs=args.baseline_epochs), args.cache_dir or DEFAULT_CACHE
-    )
+    model_name = args.model or first.model
+    size = parse_input_size(args.input_size) if args.input_size else None
+    _, data = fit_data_to_model(model_name, load_dataset(args.dataset or first.dataset, args.data_dir, size))
+    recipe, cache = TrainConfig(epochs=args.baseline_epochs), args.cache_dir or DEFAULT_CACHE
+    baseline = load_baseline(model_name, data, args.weights or first.weights, recipe, cache)
     model = baseline.build(data.num_classes, data.in_channels)
     example = torch.zeros(1, *data.input_shape)
     base_onnx = to_onnx(model, example)
@@ -166,7 +176,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         "device": f"{args.device} ({runner.info()['name']})",
         "sparsity": args.sparsity,
         "baseline": {
-            "model": first.model,
+            "model": model_name,
+            "source": baseline.source,
             "dataset": data.name,
             "top1": evaluate(model, data.x_val, data.y_val).top1,
             "top1_device": runner.evaluate(base_onnx).top1,

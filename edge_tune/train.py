@@ -1,25 +1,18 @@
-"""Training, fine-tuning and evaluation; the baseline and its on-disk cache."""
+"""Training, fine-tuning and evaluation."""
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
-import math
-import os
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edge_tune.data import Dataset
-from edge_tune.models import create_model, device_of
+from edge_tune.models import device_of
 
-__all__ = ["Accuracy", "Baseline", "TrainConfig", "evaluate", "fine_tune", "load_or_train_baseline"]
+__all__ = ["Accuracy", "TrainConfig", "evaluate", "fine_tune", "make_optimizer", "train_epoch"]
 
 
 @dataclass(frozen=True)
@@ -123,86 +116,3 @@ def fine_tune(
         if on_epoch_end is not None:
             on_epoch_end(epoch, loss, acc)
     return acc
-
-
-@dataclass(frozen=True)
-class Baseline:
-    model_name: str
-    dataset: str
-    state_dict: dict[str, torch.Tensor]
-    accuracy: Accuracy
-    train_seconds: float  # wall time of the training that produced it, also when loaded from cache
-    cache_key: str
-    cached: bool  # True when loaded from the cache in this run
-
-    def build(self, num_classes: int, in_channels: int) -> nn.Module:
-        model = create_model(self.model_name, num_classes=num_classes, in_channels=in_channels)
-        model.load_state_dict(copy.deepcopy(self.state_dict))
-        return model.eval()
-
-
-def _fingerprint(data: Dataset) -> str:
-    """The data's identity: every label and every 97th image (CIFAR from two folders may differ)."""
-    h = hashlib.sha256(data.y_train.numpy().tobytes())
-    h.update(data.x_train[::97].numpy().tobytes())
-    h.update(str(tuple(data.x_train.shape)).encode())
-    return h.hexdigest()[:16]
-
-
-def baseline_key(model_name: str, data: Dataset, cfg: TrainConfig) -> str:
-    """Cache key: model, dataset and the whole training recipe (seed included)."""
-    blob = json.dumps(
-        {"model": model_name, "dataset": data.name, "data": _fingerprint(data), **asdict(cfg)}, sort_keys=True
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def load_or_train_baseline(
-    model_name: str, data: Dataset, cfg: TrainConfig, cache_dir: Path, log: Callable[[str], None] = print
-) -> Baseline:
-    """Load the baseline from ``cache_dir`` or train it there on first use."""
-    key = baseline_key(model_name, data, cfg)
-    folder = cache_dir / "baselines" / f"{model_name.replace(':', '_')}-{data.name}-{key}"
-    weights, meta_file = folder / "model.pt", folder / "meta.json"
-    if weights.exists() and meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        return Baseline(
-            model_name, data.name, state, Accuracy(**meta["accuracy"]), meta["train_seconds"], key, cached=True
-        )
-    log(f"training baseline {model_name} on {data.name} ({cfg.epochs} epochs); cached in {folder}")
-    torch.manual_seed(cfg.seed)
-    model = create_model(model_name, num_classes=data.num_classes, in_channels=data.in_channels)
-    start = time.perf_counter()
-
-    def cosine(epoch: int, opt: torch.optim.Optimizer) -> None:
-        for group in opt.param_groups:
-            group["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
-
-    def progress(epoch: int, loss: float, acc: Accuracy) -> None:
-        done, elapsed = epoch + 1, time.perf_counter() - start
-        bar = "#" * round(20 * done / cfg.epochs)
-        log(
-            f"  baseline [{bar:20}] epoch {done}/{cfg.epochs}: loss {loss:.3f}, top1 {acc.top1:.2f}%, "
-            f"{elapsed:.0f}s, about {elapsed / done * (cfg.epochs - done):.0f}s left"
-        )
-
-    acc = fine_tune(model, data, cfg, on_epoch_start=cosine, on_epoch_end=progress)
-    seconds = time.perf_counter() - start
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(f".tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, weights)  # atomic: a half-written cache is never loaded
-    meta_file.write_text(
-        json.dumps(
-            {
-                "accuracy": asdict(acc),
-                "train_seconds": seconds,
-                "model": model_name,
-                "dataset": data.name,
-                "recipe": asdict(cfg),
-            },
-            indent=2,
-        )
-    )
-    return Baseline(model_name, data.name, model.state_dict(), acc, seconds, key, cached=False)

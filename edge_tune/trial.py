@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import yaml
 
+from edge_tune.baseline import Baseline
 from edge_tune.compression import CompressionScheduler, Schedule, check_schedule_fits, parse_schedule
 from edge_tune.compression.quantize import quantize_onnx
-from edge_tune.data import Dataset, load_dataset
+from edge_tune.data import Dataset, load_dataset, with_channels
 from edge_tune.device import LatencyResult, get_device
 from edge_tune.device.engine import unpack_ir
 from edge_tune.export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
@@ -30,7 +31,7 @@ from edge_tune.layers import write_layers
 from edge_tune.objective import Objective
 from edge_tune.outcome import TrialOutcome
 from edge_tune.space import SearchSpace
-from edge_tune.train import Accuracy, Baseline, TrainConfig, evaluate, fine_tune, make_optimizer
+from edge_tune.train import Accuracy, TrainConfig, evaluate, fine_tune, make_optimizer
 
 __all__ = ["DEVICE_GAP_POINTS", "TrialContext", "latency_fields", "run_trial"]
 
@@ -45,6 +46,8 @@ class TrialContext:
     baseline: Baseline
     dataset: str
     data_dir: Path | None  # where the dataset's files are (None for digits)
+    input_size: tuple[int, int] | None  # (H, W) pixels the data are resized to; None: the dataset's own
+    in_channels: int  # what the model reads: grey images are repeated over 3 channels for a 3-channel model
     train: TrainConfig  # fine-tuning defaults
     train_overrides: dict[str, Any]  # from flags: over the space's finetune section, which is over the defaults
     objective: Objective
@@ -61,7 +64,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     torch.set_num_threads(ctx.threads)
-    data = load_dataset(ctx.dataset, ctx.data_dir)
+    data = with_channels(load_dataset(ctx.dataset, ctx.data_dir, ctx.input_size), ctx.in_channels)
     schedule_doc, finetune = ctx.space.render(config)
     schedule = parse_schedule(schedule_doc)
     model = ctx.baseline.build(data.num_classes, data.in_channels)

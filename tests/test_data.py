@@ -29,8 +29,8 @@ def test_digits_shapes_and_fixed_stratified_split(digits):
 
 
 def test_unknown_dataset_lists_names():
-    assert available_datasets() == ["cifar10", "cifar100", "digits", "imagefolder"]
-    with pytest.raises(UserError, match="available: cifar10, cifar100, digits, imagefolder"):
+    assert available_datasets() == ["cifar10", "cifar100", "digits", "fashion-mnist", "imagefolder", "mnist"]
+    with pytest.raises(UserError, match="available: cifar10, cifar100, digits, fashion-mnist, imagefolder, mnist"):
         load_dataset("imagenet")
 
 
@@ -149,7 +149,7 @@ def test_cifar100_reads_fine_labels_and_names(tmp_path):
     assert torch.allclose(unnormalise(data.x_val, expected[:4]), expected[4:], atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagefolder"])
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagefolder", "mnist"])
 def test_datasets_on_disk_require_the_data_dir_flag(name):
     with pytest.raises(UserError, match=f"^--data-dir is required for {name}: it should be "):
         load_dataset(name)
@@ -327,3 +327,98 @@ def test_unreadable_image_is_named(tmp_path, content):
         match=rf"^cannot read image {re.escape(str(tmp_path / 'dog' / 'broken.png'))}: .*remove or replace it",
     ):
         load_dataset("imagefolder", tmp_path)
+
+
+# The MNIST family: tiny IDX files in the published format ----------------------
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False, count: int | None = None) -> None:
+    """An IDX file of unsigned bytes; ``count`` overrides the first dimension in the header."""
+    import gzip
+
+    shape = (count if count is not None else array.shape[0], *array.shape[1:])
+    data = (
+        struct.pack(">I", 0x0800 | array.ndim)
+        + struct.pack(f">{array.ndim}I", *shape)
+        + array.astype(np.uint8).tobytes()
+    )
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+
+
+def mnist_tree(root: Path, n_train: int = 30, n_test: int = 10, gz: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 256, (n, 28, 28)) // 2 + (labels * 12)[:, None, None]  # class-dependent brightness
+        write_idx(root / f"{prefix}-images-idx3-ubyte", images, gz)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", labels, gz)
+    return root
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_idx_files_keep_the_official_split_at_28x28(tmp_path, name, gz):
+    data = load_dataset(name, mnist_tree(tmp_path / name, gz=gz))
+    assert data.input_shape == (1, 28, 28) and data.num_classes == 10 and len(data.classes) == 10
+    assert len(data.x_train) == 30 and len(data.x_val) == 10  # the test files are the validation set, whole
+    assert data.y_val.tolist() == list(range(10))
+    assert abs(float(data.x_train.mean())) < 1e-3 and abs(float(data.x_train.std()) - 1) < 1e-2
+    assert (data.classes[0] == "T-shirt/top") == (name == "fashion-mnist")
+
+
+def test_idx_images_and_labels_of_different_lengths_are_named(tmp_path):
+    root = mnist_tree(tmp_path / "m")
+    write_idx(root / "t10k-labels-idx1-ubyte", np.arange(9) % 10)
+    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte holds 10 images but .*t10k-labels-idx1-ubyte holds 9"):
+        load_dataset("mnist", root)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda root: (root / "train-labels-idx1-ubyte").unlink(),
+            "no train-labels-idx1-ubyte or train-labels-idx1-ubyte.gz",
+        ),
+        (
+            lambda root: (root / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x01" + b"\x00" * 20),
+            "not an IDX file",
+        ),
+        (lambda root: write_idx(root / "train-images-idx3-ubyte", np.zeros((30, 28, 28)), count=31), "header says"),
+    ],
+)
+def test_broken_idx_files_are_named(tmp_path, damage, message):
+    root = mnist_tree(tmp_path / "m")
+    damage(root)
+    with pytest.raises(UserError, match=message):
+        load_dataset("mnist", root)
+
+
+# --input-size ----------------------------------------------------------------
+
+
+def test_input_size_resizes_every_image_and_keeps_the_split(digits):
+    from edge_tune.data import parse_input_size
+
+    assert parse_input_size("224") == (224, 224) and parse_input_size("96x128") == (96, 128)
+    resized = load_dataset("digits", input_size=(40, 24))
+    assert resized.input_shape == (1, 40, 24) and torch.equal(resized.y_val, digits.y_val)
+    assert load_dataset("digits", input_size=(32, 32)).input_shape == digits.input_shape
+
+
+@pytest.mark.parametrize("text", ["0", "abc", "3x", "-4", "10x10x3", "", "1.5"])
+def test_bad_input_sizes_name_the_flag(text):
+    from edge_tune.data import parse_input_size
+
+    with pytest.raises(UserError, match=f"^--input-size {re.escape(text)}: "):
+        parse_input_size(text)
+
+
+def test_an_input_size_too_large_to_hold_in_memory_is_refused():
+    with pytest.raises(UserError, match=r"--input-size 4000x4000: digits is held in memory.* GiB"):
+        load_dataset("digits", input_size=(4000, 4000))

@@ -142,7 +142,14 @@ def test_unreachable_threshold_exits_2_before_any_trial(smoke, cache_dir, tmp_pa
 
 @pytest.mark.parametrize(
     "flag, value",
-    [("--accuracy-threshold", "high"), ("--gpus-per-trial", "some"), ("--gpus-per-trial", "64")],
+    [
+        ("--accuracy-threshold", "high"),
+        ("--gpus-per-trial", "some"),
+        ("--gpus-per-trial", "64"),
+        ("--input-size", "0"),
+        ("--input-size", "abc"),
+        ("--input-size", "2"),  # too small for ResNet-20: its spatial size collapses
+    ],
 )
 def test_bad_flag_value_exits_2(flag, value):
     proc = run_cli("--space", "filter_prune", flag, value, cwd=REPO)
@@ -185,6 +192,20 @@ def test_device_python_hosts_openvino_2021_4_for_a_whole_agp_run(smoke, cache_di
     assert int(row["macs"]) <= 40_518_272 and int(row["zeros"]) >= 0
 
 
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda d: d / "nope.pt", "no such file"),
+        (lambda d: (d / "r.pt").write_bytes(b"\x00" * 100) and d / "r.pt", "cannot be read as a PyTorch file"),
+    ],
+)
+def test_bad_weights_exit_2_before_ray_starts(tmp_path, make, needle):
+    path = make(tmp_path)
+    proc = run_cli("--space", "filter_prune", "--weights", str(path), "--cache-dir", str(tmp_path / "c"), cwd=REPO)
+    assert proc.returncode == 2 and f"--weights {path}" in proc.stderr and needle in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Ray started" not in proc.stdout
+
+
 def test_missing_device_python_exits_2_before_anything_starts(tmp_path):
     proc = run_cli("--space", "filter_prune", "--device-python", str(tmp_path / "py"), cwd=REPO)
     assert proc.returncode == 2 and "--device-python" in proc.stderr and "Traceback" not in proc.stderr
@@ -192,7 +213,8 @@ def test_missing_device_python_exits_2_before_anything_starts(tmp_path):
 
 def test_cifar100_runs_end_to_end_with_a_hundred_classes(cache_dir, tmp_path):
     """Objective O2, a dataset with ten times digits' classes, through the whole pipeline; and, to spare CI
-    a run, the INT8 space: the device runs NNCF's quantized model."""
+    runs, the INT8 space (the device runs NNCF's quantized model) at an input size of the user's (40x36):
+    ONNX, OpenVINO, MACs and the O0 checks all at that size."""
     import onnx
     from test_data import cifar_rows, dump
 
@@ -206,6 +228,7 @@ def test_cifar100_runs_end_to_end_with_a_hundred_classes(cache_dir, tmp_path):
     proc = run_smoke(
         "filter_prune_int8", cache_dir, tmp_path / "out", "--name", "c100", "--num-samples", "1",
         "--dataset", "cifar100", "--data-dir", str(tmp_path / "data"), "--accuracy-threshold", "0",
+        "--input-size", "40x36",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / "out" / "c100"
@@ -217,7 +240,10 @@ def test_cifar100_runs_end_to_end_with_a_hundred_classes(cache_dir, tmp_path):
     assert (exp / "best" / "model_int8.xml").stat().st_size > 0 and (exp / "best" / "model_int8.bin").stat().st_size > 0
     graph = onnx.load(str(exp / "best" / "model.onnx")).graph
     assert [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim] == [1, 100]
-    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 32]
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 40, 36]
+    assert json.loads((exp / "best" / "architecture.json").read_text())["input_shape"] == [3, 40, 36]
+    base = json.loads((exp / "experiment.json").read_text())["baseline"]
+    assert base["macs"] > 40_518_272 * (40 * 36) / (32 * 32)  # ResNet-20's 32x32 MACs, scaled to 40x36 pixels
 
 
 def test_cifar_without_data_dir_exits_2_naming_the_flag(tmp_path):
@@ -242,14 +268,27 @@ def test_nan_trials_are_recorded_as_errored_and_the_search_goes_on(smoke, cache_
 def test_threshold_no_trial_meets_ends_naming_the_closest(smoke, cache_dir, tmp_path):
     # A uniform sweep of 80-90% filter pruning with 1 fine-tuning epoch cannot stay within
     # half a point of the baseline: the run says so and keeps the trial nearest the threshold.
+    # To spare CI a run, the baseline comes from trained weights (--weights), as a user's would: the
+    # smoke baseline's state dict in a Distiller-style checkpoint, keys prefixed by module.
+    import torch
+
+    (trained,) = cache_dir.glob("baselines/resnet20-digits-*/model.pt")
+    weights = tmp_path / "checkpoint.pth.tar"
+    state = torch.load(trained, weights_only=True)
+    torch.save({"epoch": 4, "arch": "resnet20", "state_dict": {f"module.{k}": v for k, v in state.items()}}, weights)
     space = tmp_path / "heavy.yaml"
     space.write_text(
         (REPO / "search_spaces" / "filter_prune.yaml").read_text().replace("low: 0.0, high: 0.9", "low: 0.8, high: 0.9")
     )
     proc = run_smoke(
-        str(space), cache_dir, tmp_path / "out", "--name", "heavy", "--searcher", "grid", "--accuracy-threshold", "-0.5"
-    )
+        str(space), tmp_path / "empty-cache", tmp_path / "out", "--name", "heavy", "--searcher", "grid",
+        "--accuracy-threshold", "-0.5", "--weights", str(weights),
+    )  # fmt: skip
     assert proc.returncode == 3, proc.stderr[-3000:] + proc.stdout[-3000:]
+    assert "training baseline" not in proc.stdout and f"from weights {weights} (sha256 " in proc.stdout
+    assert "evaluated, not trained" in proc.stdout
+    experiment = json.loads((tmp_path / "out" / "heavy" / "experiment.json").read_text())
+    assert experiment["baseline"]["source"].startswith(f"weights {weights}")
     rows = list(csv.DictReader(open(tmp_path / "out" / "heavy" / "results.csv")))
     assert sorted(float(r["config/stage1_ratio"]) for r in rows) == pytest.approx([0.8, 0.9])  # the sweep's ends
     assert all(r["status"] == "ok" and r["feasible"] == "False" for r in rows)

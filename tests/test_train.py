@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from edge_tune.train import TrainConfig, evaluate, fine_tune, load_or_train_baseline
+from edge_tune.baseline import load_or_train_baseline
+from edge_tune.train import TrainConfig, evaluate, fine_tune
 
 
 class Tiny(nn.Module):

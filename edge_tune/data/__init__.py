@@ -1,6 +1,7 @@
 """Datasets as in-memory tensors with a fixed train/validation split.
 
-Every dataset is loaded whole into memory as float32 tensors (N, C, 32, 32),
+Every dataset is loaded whole into memory as float32 tensors (N, C, H, W): 32x32
+for digits, CIFAR and image folders, 28x28 for the MNIST family,
 normalised per channel with the training split's mean and standard deviation.
 Nothing is ever downloaded: the datasets other than ``digits`` are read from
 the folder given by ``--data-dir``.
@@ -14,13 +15,14 @@ is not used.
 
 - ``data.cifar``: ``cifar10`` and ``cifar100`` from their python-pickle files
 - ``data.imagefolder``: ``imagefolder``, one folder of images per class
+- ``data.idx``: ``mnist`` and ``fashion-mnist`` from their IDX files, 28x28, the official test set as validation
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -30,11 +32,12 @@ import torch.nn.functional as F
 
 from edge_tune.errors import UserError
 
-__all__ = ["Dataset", "available_datasets", "load_dataset"]
+__all__ = ["Dataset", "available_datasets", "load_dataset", "parse_input_size", "resize", "with_channels"]
 
 SPLIT_SEED = 0  # fixed: the validation set must not move between runs
 VAL_FRACTION = 0.2  # of each class
-IMAGE_SIZE = 32  # pixels, height and width of every image
+IMAGE_SIZE = 32  # pixels, height and width of digits, CIFAR and image folders unless --input-size says otherwise
+MAX_IN_MEMORY_BYTES = 8 * 2**30  # an in-memory dataset resized past this is refused, naming the size
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,19 @@ class Dataset:
     @property
     def in_channels(self) -> int:
         return self.input_shape[0]
+
+
+def with_channels(data: Dataset, channels: int) -> Dataset:
+    """``data`` with ``channels`` channels: unchanged, or grey images repeated (1 -> 3)."""
+    if data.in_channels == channels:
+        return data
+    if data.in_channels != 1:
+        raise ValueError(f"cannot turn {data.in_channels}-channel images into {channels}-channel ones")
+    return replace(
+        data,
+        x_train=data.x_train.expand(-1, channels, -1, -1).contiguous(),
+        x_val=data.x_val.expand(-1, channels, -1, -1).contiguous(),
+    )
 
 
 def _stratified_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +121,7 @@ def _require_dir(name: str, data_dir: Path | None, layout: str) -> Path:
 
 # The loaders of the datasets that live in files; imported last, they use the helpers above.
 from edge_tune.data.cifar import CIFAR10, CIFAR100, load_cifar  # noqa: E402
+from edge_tune.data.idx import load_idx  # noqa: E402
 from edge_tune.data.imagefolder import load_imagefolder  # noqa: E402
 
 _LOADERS: dict[str, Callable[[Path | None], Dataset]] = {
@@ -112,6 +129,8 @@ _LOADERS: dict[str, Callable[[Path | None], Dataset]] = {
     "cifar10": partial(load_cifar, CIFAR10),
     "cifar100": partial(load_cifar, CIFAR100),
     "imagefolder": load_imagefolder,
+    "mnist": partial(load_idx, "mnist"),
+    "fashion-mnist": partial(load_idx, "fashion-mnist"),
 }
 
 
@@ -119,12 +138,42 @@ def available_datasets() -> list[str]:
     return sorted(_LOADERS)
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
-    """Load a dataset by name, from ``data_dir`` for those that are not built in.
+def load_dataset(
+    name: str, data_dir: str | os.PathLike[str] | None = None, input_size: tuple[int, int] | None = None
+) -> Dataset:
+    """Load a dataset by name, from ``data_dir`` for those that are not built in, at ``input_size`` (H, W)
+    pixels, or at its natural size when None.
 
     Unknown names, a missing ``data_dir`` where one is needed and files not
     in the expected layout raise ``UserError`` naming the file and the layout.
     """
     if name not in _LOADERS:
         raise UserError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
-    return _LOADERS[name](None if data_dir is None else Path(data_dir).expanduser())
+    data = _LOADERS[name](None if data_dir is None else Path(data_dir).expanduser())
+    return data if input_size is None else resize(data, input_size)
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """``--input-size``: ``H`` (square) or ``HxW``, whole pixels, at least 1."""
+    parts = text.lower().split("x")
+    if len(parts) in (1, 2) and all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        h, w = int(parts[0]), int(parts[-1])
+        return (h, w)
+    raise UserError(f"--input-size {text}: give the input's height, or height x width, in pixels (e.g. 224 or 96x128)")
+
+
+def resize(data: Dataset, size: tuple[int, int]) -> Dataset:
+    """``data`` with every image resized to ``size`` (H, W), bilinear (antialiased when shrinking)."""
+    if data.input_shape[1:] == size:
+        return data
+    pixels = (len(data.x_train) + len(data.x_val)) * data.in_channels * size[0] * size[1]
+    if pixels * 4 > MAX_IN_MEMORY_BYTES:
+        raise UserError(
+            f"--input-size {size[0]}x{size[1]}: {data.name} is held in memory, and at that size it would take "
+            f"{pixels * 4 / 2**30:.1f} GiB (the limit is {MAX_IN_MEMORY_BYTES / 2**30:.0f} GiB)"
+        )
+
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    return replace(data, x_train=scale(data.x_train), x_val=scale(data.x_val))

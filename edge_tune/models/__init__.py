@@ -1,9 +1,10 @@
 """The model zoo: a registry of CNN constructors, filled by a decorator.
 
-Every constructor takes ``num_classes`` and ``in_channels`` and returns an
-``nn.Module`` that maps ``(N, in_channels, H, W)`` images to ``(N, num_classes)``
-logits. A user model is named ``package.module:function`` and must follow the
-same contract.
+Every constructor takes ``num_classes`` (and, if it wants, ``in_channels``) and
+returns an ``nn.Module`` that maps ``(N, C, H, W)`` images to ``(N, num_classes)``
+logits. A user model is named ``package.module:function`` and follows the same
+contract; a constructor without ``in_channels`` decides its own input channels
+(``edge_tune.contract`` fits the data to them).
 
 The zoo: ``resnet20``, ``resnet32``, ``resnet56`` (CIFAR ResNets), ``mobilenetv2``
 (0.5 width, three downsamplings) and ``vgg11`` (half width, one hidden fully-connected layer).
@@ -15,6 +16,7 @@ The zoo: ``resnet20``, ``resnet32``, ``resnet56`` (CIFAR ResNets), ``mobilenetv2
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -22,7 +24,15 @@ from torch import nn
 
 from edge_tune.errors import UserError
 
-__all__ = ["ModelFn", "available_models", "create_model", "device_of", "fit_to_state_dict", "register_model"]
+__all__ = [
+    "ModelFn",
+    "available_models",
+    "create_model",
+    "device_of",
+    "fit_to_state_dict",
+    "input_channels",
+    "register_model",
+]
 
 ModelFn = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelFn] = {}
@@ -49,10 +59,26 @@ def create_model(name: str, *, num_classes: int, in_channels: int) -> nn.Module:
             f"unknown model {name!r}; the zoo has {', '.join(available_models())}, "
             "or name your own as package.module:function"
         )
-    model = fn(num_classes=num_classes, in_channels=in_channels)
+    kwargs = {"num_classes": num_classes, **({"in_channels": in_channels} if _takes(fn, "in_channels") else {})}
+    model = fn(**kwargs)
     if not isinstance(model, nn.Module):
         raise UserError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _takes(fn: ModelFn, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword ``name`` (by name, or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: assume the full contract
+        return True
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def input_channels(model: nn.Module) -> int | None:
+    """The channels the model's first convolution reads (None without one)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return None if first is None else int(first.in_channels)
 
 
 def device_of(model: nn.Module) -> torch.device:
