@@ -30,6 +30,7 @@ from torch import nn
 from edge_tune.compression import PrunerSpec, apply_pruners, count_macs_params
 from edge_tune.compression.pruning import Pruner
 from edge_tune.errors import UserError, exit_code
+from edge_tune.tool_flags import add_model_flags, baseline_from_flags
 
 __all__ = ["GroupPoint", "main", "prunable_groups", "select_groups", "space_for"]
 
@@ -163,18 +164,10 @@ def plot(points: list[GroupPoint], path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m edge_tune.sensitivity", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="resnet20", help="zoo model or package.module:function")
-    p.add_argument(
-        "--weights", type=Path, default=None, metavar="FILE", help="the model's trained weights (else trained here)"
-    )
-    p.add_argument("--dataset", default="digits", help="a dataset name, as for edge_tune.run")
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--input-size", default="", metavar="H|HxW", help="input pixels (default: the dataset's own)")
+    add_model_flags(p, model="resnet20", dataset="digits")
     p.add_argument("--ratios", default=",".join(str(r) for r in RATIOS), help="comma-separated fractions")
     p.add_argument("--device", default="CPU")
     p.add_argument("--device-python", default="", metavar="PATH")
-    p.add_argument("--baseline-epochs", type=int, default=15)
-    p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("sensitivity"), help="folder for the CSV and the plot")
     p.add_argument("--write-space", type=Path, default=None, metavar="FILE", help="write a reduced search space")
     p.add_argument("--top", type=int, default=3, help="groups in the written space")
@@ -193,20 +186,12 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 
 def run(args: argparse.Namespace) -> Path:
-    from edge_tune.baseline import load_baseline
-    from edge_tune.config import DEFAULT_CACHE
-    from edge_tune.contract import fit_data_to_model
-    from edge_tune.data import load_dataset, parse_input_size
     from edge_tune.device import DeviceConfig, DeviceRunner
     from edge_tune.export import to_onnx
     from edge_tune.space import load_space
-    from edge_tune.train import TrainConfig
 
     ratios = _ratios(args.ratios)
-    size = parse_input_size(args.input_size) if args.input_size else None
-    _, data = fit_data_to_model(args.model, load_dataset(args.dataset, args.data_dir, size))
-    cache = args.cache_dir or DEFAULT_CACHE
-    baseline = load_baseline(args.model, data, args.weights, TrainConfig(epochs=args.baseline_epochs), cache)
+    baseline, data = baseline_from_flags(args, args.model, args.dataset, args.weights)
     model = baseline.build(data.num_classes, data.in_channels)
     example = torch.zeros(1, *data.input_shape)
     runner = DeviceRunner(DeviceConfig(device=args.device, python=args.device_python), to_onnx(model, example))

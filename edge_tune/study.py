@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from edge_tune.errors import UserError, exit_code
+from edge_tune.tool_flags import add_model_flags, baseline_from_flags
 
 __all__ = ["PARADIGMS", "main", "run_paradigm"]
 
@@ -122,32 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--epochs", type=int, default=None, help="fine-tuning epochs (default: each space's; at least its schedule's)"
     )
-    p.add_argument("--model", default="", help="zoo model or package.module:function (default: the spaces')")
-    p.add_argument(
-        "--weights", type=Path, default=None, metavar="FILE", help="the model's trained weights (else trained here)"
-    )
-    p.add_argument("--dataset", default="", help="a dataset name, as for edge_tune.run (default: the spaces')")
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--input-size", default="", metavar="H|HxW", help="input pixels (default: the dataset's own)")
-    p.add_argument("--baseline-epochs", type=int, default=15)
+    add_model_flags(p, model="", dataset="")  # "": the paradigms' spaces' own
     p.add_argument("--device", default="CPU")
     p.add_argument("--device-python", default="", metavar="PATH")
-    p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--only", default="", help="comma-separated space names to run (default: all)")
     p.add_argument("--out", type=Path, default=Path("study"))
     return p
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
-    from edge_tune.baseline import load_baseline
     from edge_tune.compression import count_macs_params
-    from edge_tune.config import DEFAULT_CACHE
-    from edge_tune.contract import fit_data_to_model
-    from edge_tune.data import load_dataset, parse_input_size
     from edge_tune.device import DeviceConfig, DeviceRunner
     from edge_tune.export import to_onnx
     from edge_tune.space import find_space
-    from edge_tune.train import TrainConfig, evaluate
+    from edge_tune.train import evaluate
 
     if not 0 <= args.sparsity < 1:
         raise UserError(f"--sparsity {args.sparsity}: must be in [0, 1)")
@@ -157,10 +146,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         raise UserError(f"--only {args.only}: none of {', '.join(sorted({p[1] for p in PARADIGMS}))}")
     first = find_space(chosen[0][1])
     model_name = args.model or first.model
-    size = parse_input_size(args.input_size) if args.input_size else None
-    _, data = fit_data_to_model(model_name, load_dataset(args.dataset or first.dataset, args.data_dir, size))
-    recipe, cache = TrainConfig(epochs=args.baseline_epochs), args.cache_dir or DEFAULT_CACHE
-    baseline = load_baseline(model_name, data, args.weights or first.weights, recipe, cache)
+    baseline, data = baseline_from_flags(args, model_name, args.dataset or first.dataset, args.weights or first.weights)
     model = baseline.build(data.num_classes, data.in_channels)
     example = torch.zeros(1, *data.input_shape)
     base_onnx = to_onnx(model, example)
