@@ -85,8 +85,8 @@ def _pareto_figure(rows: list[TrialRow], reference_ms: float, best: dict[str, An
         )
     if len(front) > 1:
         ax.step(
-            [x(r.outcome) for r in front[::-1]],
-            [r.outcome.top1_judged for r in front[::-1]],
+            [x(r.outcome) for r in front],  # fastest first: normalised latency ascending
+            [r.outcome.top1_judged for r in front],
             where="post",
             color=FEASIBLE,
             alpha=0.5,
