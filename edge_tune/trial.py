@@ -82,6 +82,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         latency_ref = device.benchmark.remote(deployable(planned, example, schedule, data)[1])
     del planned
     model.to(train_on)  # Ray's CUDA_VISIBLE_DEVICES makes "cuda" this trial's GPU
+    if train_on.type == "cuda":  # channels-last convolutions are the fast layout for mixed precision
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def epoch_end(epoch: int, loss: float, acc: Accuracy) -> None:
         compression.on_epoch_end(epoch)

@@ -163,3 +163,46 @@ def test_rebuild_rejects_a_resized_layer_of_another_kind():
 
     with pytest.raises(ValueError, match="norm"):
         fit_to_state_dict(Odd(8), Odd(4).state_dict())
+
+
+# -- the ImageNet models against torchvision's own names, shapes and outputs -------------------------
+
+IMAGENET = ["resnet18", "mobilenet_v2", "mobilenet_v3_small"]
+
+
+def _manifest_tools():
+    import importlib.util
+    import json
+
+    from conftest import REPO
+
+    path = REPO / "benchmarks" / "torchvision_manifest.py"
+    spec_ = importlib.util.spec_from_file_location("torchvision_manifest", path)
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    return module, json.loads((REPO / "tests" / "data" / "torchvision_manifest.json").read_text())
+
+
+@pytest.mark.parametrize("name", IMAGENET)
+def test_imagenet_models_have_torchvisions_names_shapes_and_outputs(name):
+    tools, manifest = _manifest_tools()
+    model = create_model(name, num_classes=1000, in_channels=1).eval()  # in_channels is not taken: RGB
+    state = model.state_dict()
+    assert [[k, list(v.shape)] for k, v in state.items()] == manifest[name]["keys"]
+    model.load_state_dict({k: tools.formula_tensor(k, tuple(v.shape), v.dtype) for k, v in state.items()})
+    with torch.no_grad():
+        logits = model(tools.formula_input())[0]
+    expected = torch.tensor(manifest[name]["logits_first_10"])
+    assert torch.allclose(logits[:10], expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
+    assert float(logits.std()) == pytest.approx(manifest[name]["logits_std"], rel=1e-3)
+
+
+@pytest.mark.parametrize("name", IMAGENET)
+def test_imagenet_models_prune_and_export_at_224(name):
+    model = create_model(name, num_classes=10, in_channels=3).eval()
+    example = torch.zeros(1, 3, 224, 224)
+    first = next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and n != "conv1")
+    before = count_macs_params(model, example)[0]
+    apply_pruners(model, [spec([first.replace(".", r"\.") + r"$"])], example)
+    assert count_macs_params(model, example)[0] < before
+    verify_export(to_onnx(model, example), model)

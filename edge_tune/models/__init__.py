@@ -7,7 +7,9 @@ contract; a constructor without ``in_channels`` decides its own input channels
 (``edge_tune.contract`` fits the data to them).
 
 The zoo: ``resnet20``, ``resnet32``, ``resnet56`` (CIFAR ResNets), ``mobilenetv2``
-(0.5 width, three downsamplings) and ``vgg11`` (half width, one hidden fully-connected layer).
+(0.5 width, three downsamplings) and ``vgg11`` (half width, one hidden fully-connected layer),
+for 32x32 inputs; ``resnet18``, ``mobilenet_v2`` and ``mobilenet_v3_small`` with torchvision's
+parameter names and shapes, for 224x224 RGB inputs (``models.imagenet``).
 
 >>> from edge_tune.models import create_model
 >>> net = create_model("resnet20", num_classes=10, in_channels=1)
@@ -141,6 +143,7 @@ def _import_user_model(spec: str) -> ModelFn:
 
 
 # The zoo registers itself on import.
+from edge_tune.models import imagenet as _imagenet  # noqa: E402,F401
 from edge_tune.models import mobilenet as _mobilenet  # noqa: E402,F401
 from edge_tune.models import resnet as _resnet  # noqa: E402,F401
 from edge_tune.models import vgg as _vgg  # noqa: E402,F401
