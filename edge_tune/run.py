@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from edge_tune.config import SMOKE, default
 from edge_tune.errors import UserError
@@ -23,6 +24,17 @@ __all__ = ["build_parser", "main"]
 
 def _choices(registry: dict[str, object]) -> str:
     return ", ".join(registry)
+
+
+def _defaulted(p: argparse.ArgumentParser, flag: str, what: str, **kwargs: Any) -> None:
+    """A flag whose default is ``config.default``'s, shown at the end of its help."""
+    value = default(flag.removeprefix("--").replace("-", "_"))
+    p.add_argument(
+        flag,
+        default=value,
+        help=f"{what} (default {value:g})" if isinstance(value, float) else f"{what} (default {value})",
+        **kwargs,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,32 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--space", default=None, help="search space: a name in search_spaces/ or a .yaml path (required)")
-    p.add_argument(
+    _defaulted(
+        p,
         "--accuracy-threshold",
-        default=default("accuracy_threshold"),
+        "top-1 to keep: 97.5 (absolute, percent) or -1.0 (points below the baseline)",
         metavar="T",
-        help="top-1 to keep: 97.5 (absolute, percent) or -1.0 (points below the baseline); "
-        f"default {default('accuracy_threshold')}",
     )
-    p.add_argument(
+    _defaulted(
+        p,
         "--objective",
-        default=default("objective"),
+        "constrained: the fastest model above the threshold; combined: maximise ln(top1) + w ln(speedup), "
+        "MnasNet's weighted form, with no constraint for the searcher (for comparison)",
         choices=OBJECTIVES,
-        help="constrained: the fastest model above the threshold (default); combined: maximise "
-        "ln(top1) + w ln(speedup), MnasNet's weighted form, with no constraint for the searcher (for comparison)",
     )
-    p.add_argument(
-        "--accuracy-weight",
-        type=float,
-        default=default("accuracy_weight"),
-        help=f"constrained: score weight of accuracy (default {default('accuracy_weight')})",
-    )
-    p.add_argument(
-        "--latency-weight",
-        type=float,
-        default=default("latency_weight"),
-        help=f"combined: the exponent w (default {default('latency_weight')})",
-    )
+    _defaulted(p, "--accuracy-weight", "constrained: score weight of accuracy", type=float)
+    _defaulted(p, "--latency-weight", "combined: the exponent w", type=float)
     p.add_argument(
         "--num-samples",
         type=int,
@@ -84,18 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"baseline training epochs (default {default('baseline_epochs')})",
     )
-    p.add_argument(
-        "--searcher",
-        default=default("searcher"),
-        choices=list(SEARCHERS),
-        help="; ".join(f"{name}: {e.about}" for name, e in SEARCHERS.items()) + f" (default {default('searcher')})",
-    )
-    p.add_argument(
+    _defaulted(p, "--searcher", "; ".join(f"{n}: {e.about}" for n, e in SEARCHERS.items()), choices=list(SEARCHERS))
+    _defaulted(
+        p,
         "--early-stop",
-        default=default("early_stop"),
+        "threshold: stop a trial that cannot reach the threshold after fine-tuning; asha: Ray's ASHA on top-1; none",
         choices=list(EARLY_STOPPING),
-        help="threshold: stop a trial that cannot reach the threshold after fine-tuning; "
-        f"asha: Ray's ASHA on top-1; none (default {default('early_stop')})",
     )
     p.add_argument(
         "--initial-points",
@@ -103,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"trials before a model proposes (default: space file, else {default('initial_points')})",
     )
-    p.add_argument("--seed", type=int, default=default("seed"))
+    _defaulted(p, "--seed", "searcher, baseline and fine-tuning seed", type=int)
     p.add_argument("--model", default="", help="zoo model or package.module:function (default: the space file's)")
     p.add_argument(
         "--weights",
@@ -127,20 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder of the dataset's files (CIFAR pickles, an image folder, IDX files); nothing is downloaded",
     )
-    p.add_argument(
-        "--device",
-        default=default("device"),
-        help=f"OpenVINO device: CPU, GPU, NPU, AUTO:... (default {default('device')})",
-    )
-    p.add_argument(
-        "--precision", default=default("precision"), choices=["f32", "f16", "bf16"], help="OpenVINO inference precision"
-    )
-    p.add_argument(
-        "--device-threads",
-        type=int,
-        default=default("device_threads"),
-        help=f"CPU threads (and Ray CPUs) of the device actor (default {default('device_threads')})",
-    )
+    _defaulted(p, "--device", "OpenVINO device: CPU, GPU, NPU, AUTO:...")
+    _defaulted(p, "--precision", "OpenVINO inference precision", choices=["f32", "f16", "bf16"])
+    _defaulted(p, "--device-threads", "CPU threads (and Ray CPUs) of the device actor", type=int)
     p.add_argument(
         "--gpus-per-trial",
         default=default("gpus_per_trial"),
@@ -155,34 +139,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="run OpenVINO under this interpreter on the device's host, e.g. a Python 3.9 with openvino 2021.4 "
         "for a Neural Compute Stick 2 (see docs/device.md)",
     )
-    p.add_argument(
+    _defaulted(
+        p,
         "--target-ci",
+        "stop timing when the speed-up's 95%% CI is within this many percent",
         type=float,
-        default=default("target_ci"),
         metavar="PCT",
-        help=f"stop timing when the speed-up's 95%% CI is within this many percent (default {default('target_ci'):g})",
     )
-    p.add_argument(
-        "--time-cap",
-        type=float,
-        default=default("time_cap"),
-        metavar="S",
-        help=f"stop timing one model after this many seconds, converged or not (default {default('time_cap'):g})",
+    _defaulted(
+        p, "--time-cap", "stop timing one model after this many seconds, converged or not", type=float, metavar="S"
     )
     p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else start one)")
-    p.add_argument("--output-dir", type=Path, default=default("output_dir"))
+    _defaulted(p, "--output-dir", "where experiment folders go", type=Path)
     p.add_argument("--name", default="", help="experiment folder name (default <space>-<date>-<time>)")
     p.add_argument("--cache-dir", type=Path, default=None, help="baseline cache (default ~/.cache/edge_tune)")
-    p.add_argument(
+    _defaulted(
+        p,
         "--wandb",
-        default=default("wandb"),
+        "Weights & Biases: offline (runs written in the experiment folder, no account), online, off; "
+        "auto: online when WANDB_API_KEY is set, else offline",
         choices=MODES,
-        help="Weights & Biases: offline (runs written in the experiment folder, no account), online, off; "
-        "auto (default): online when WANDB_API_KEY is set, else offline",
     )
-    p.add_argument(
-        "--wandb-project", default=default("wandb_project"), help=f"W&B project (default {default('wandb_project')})"
-    )
+    _defaulted(p, "--wandb-project", "W&B project")
     p.add_argument("--quiet", action="store_true", help="no per-trial, status or training-progress lines")
     p.add_argument(
         "--measure-after-finetune",
