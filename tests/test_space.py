@@ -119,3 +119,17 @@ def test_schedule_errors_give_the_line(tmp_path, edit, line, words):
     with pytest.raises(UserError) as err:
         load_space(write(tmp_path, VALID.replace(*edit)))
     assert f"space.yaml, line {line}:" in str(err.value) and words in str(err.value)
+
+
+def test_weights_and_input_size_in_a_space_file(tmp_path):
+    space = load_space(write(tmp_path, "weights: nets/w.pt\ninput_size: 40x36\n" + VALID))
+    assert space.weights == (tmp_path / "nets" / "w.pt").resolve() and space.input_size == "40x36"
+    plain = load_space(write(tmp_path, VALID))
+    assert plain.weights is None and plain.input_size == ""
+    for bad, key in (
+        ("input_size: 0\n", "input_size"),
+        ("input_size: big\n", "input_size"),
+        ("weights: 3\n", "weights"),
+    ):
+        with pytest.raises(UserError, match=rf"space\.yaml, line 1: {key}: "):
+            load_space(write(tmp_path, bad + VALID))
