@@ -422,3 +422,26 @@ def test_bad_input_sizes_name_the_flag(text):
 def test_an_input_size_too_large_to_hold_in_memory_is_refused():
     with pytest.raises(UserError, match=r"--input-size 4000x4000: digits is held in memory.* GiB"):
         load_dataset("digits", input_size=(4000, 4000))
+
+
+def test_imagefolder_train_and_val_are_used_as_given(tmp_path):
+    write_images(tmp_path / "train", COLOURS, n=3)
+    write_images(tmp_path / "val", COLOURS, n=1)
+    data = load_dataset("imagefolder", tmp_path)
+    assert data.classes == ("cat", "dog", "emu") and len(data.x_train) == 9 and len(data.x_val) == 3
+    assert data.y_val.tolist() == [0, 1, 2] and torch.bincount(data.y_train).tolist() == [3, 3, 3]
+
+
+@pytest.mark.parametrize("only", ["train", "val"])
+def test_imagefolder_with_train_but_no_val_is_named(tmp_path, only):
+    write_images(tmp_path / only, COLOURS)
+    other = "val" if only == "train" else "train"
+    with pytest.raises(UserError, match=rf"^--data-dir {re.escape(str(tmp_path))} has {only}/ but no {other}/"):
+        load_dataset("imagefolder", tmp_path)
+
+
+def test_imagefolder_val_with_other_classes_is_named(tmp_path):
+    write_images(tmp_path / "train", COLOURS)
+    write_images(tmp_path / "val", {"cat": (1, 2, 3), "dog": (4, 5, 6), "fox": (7, 8, 9)}, n=1)
+    with pytest.raises(UserError, match="only in train/: emu; only in val/: fox"):
+        load_dataset("imagefolder", tmp_path)
