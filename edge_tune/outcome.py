@@ -34,6 +34,10 @@ __all__ = ["TrialOutcome", "TrialRow", "finite", "json_safe"]
 NAN = math.nan
 
 
+def _unmeasured(v: Any) -> bool:
+    return (isinstance(v, float) and math.isnan(v)) or v == {}
+
+
 def finite(v: Any) -> bool:
     """A real number, neither NaN nor infinite (booleans are not numbers here)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -90,8 +94,13 @@ class TrialOutcome:
         """The whole 95% CI of the speed-up is above 1: measurably faster, not within the noise."""
         return finite(self.speedup_ci_low) and self.speedup_ci_low > 1.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, measured_only: bool = False) -> dict[str, Any]:
+        """Every field; with ``measured_only``, without the NaN and empty ones (a fine-tuning epoch's report), but
+        always with ``score`` and ``constraint``, which Ray Tune's searchers look for in every result."""
+        d = asdict(self)
+        if measured_only:
+            d = {k: v for k, v in d.items() if k in ("score", "constraint") or not _unmeasured(v)}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TrialOutcome:

@@ -98,7 +98,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             score=ctx.objective.score(acc.top1, speedup),
             constraint=ctx.objective.constraint(acc.top1),
         )
-        tune.report(progress.to_dict())
+        tune.report(progress.to_dict(measured_only=True))
 
     fine_tune(model, data, cfg, on_epoch_start=compression.on_epoch_start, on_epoch_end=epoch_end)
     pruned = compression.finish()  # thins what the schedule left masked

@@ -92,6 +92,13 @@ def test_the_front_follows_the_speedup_not_raw_latencies_taken_at_other_times(tm
     assert float(results[0]["latency_ms"]) == 0.80 and float(results[0]["latency_ms_normalised"]) == 0.81 / 1.35
 
 
+def test_an_epoch_report_holds_what_was_measured_and_the_searchers_keys():
+    epoch = TrialOutcome(epoch=1, epochs=3, loss=0.4, top1=91.0, top5=99.0, constraint=-6.0)
+    d = epoch.to_dict(measured_only=True)
+    assert math.isnan(d["score"]) and d["constraint"] == -6.0 and "speedup" not in d and "channels" not in d
+    assert TrialOutcome.from_dict(d) == epoch
+
+
 def test_results_json_reads_back_typed(tmp_path):
     rows = [measured("a", 98.0, 1.3, True), row("b", False, 0.1, "error")]
     rows[0].outcome.channels = {"layer1.0.conv1": 9}
