@@ -35,7 +35,7 @@ class _Recording(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         config = self._configs.pop(trial_id, None)
-        seen = observed(self, result, error, [v for _, v, _ in self._observations])
+        seen = observed(self, result, error, self._observations)
         if config is not None and seen is not None:
             self._observations.append((config, *seen))
 

@@ -232,7 +232,7 @@ class ConstrainedBayesOpt(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         config = self._pending.pop(trial_id, None)
         fraction = self._diagonal.pop(trial_id, None)
-        seen = observed(self, result, error, [t for _, t, _ in self._observations])
+        seen = observed(self, result, error, self._observations)
         if config is not None and seen is not None:
             self._record(config, *seen)
             if fraction is not None:

@@ -10,14 +10,15 @@ __all__ = ["observed"]
 
 
 def observed(
-    searcher: Any, result: dict[str, Any] | None, error: bool, seen: list[float]
+    searcher: Any, result: dict[str, Any] | None, error: bool, observations: list[tuple[dict[str, Any], float, float]]
 ) -> tuple[float, float] | None:
     """(target as maximised, constraint) of a finished trial for ``searcher``, or None if it must not be learnt.
 
     Errored trials and NaN or infinite results are None. Without a constraint (the combined
     objective) the constraint is 0. A trial stopped early for accuracy has no latency, hence
     no score, but it does show where the threshold is missed: its target, irrelevant to expected
-    improvement since it is infeasible, is the worst in ``seen`` (targets as maximised).
+    improvement since it is infeasible, is the worst target (as maximised) of the searcher's ``observations``
+    so far, its (config, target, constraint) triples.
     """
     if error or not result:
         return None
@@ -28,6 +29,6 @@ def observed(
     sign = 1.0 if searcher.mode == "max" else -1.0
     if finite(target):
         return sign * float(target), float(constraint)
-    if searcher.constrained and constraint < 0 and seen:
-        return min(seen), float(constraint)
+    if searcher.constrained and constraint < 0 and observations:
+        return min(t for _, t, _ in observations), float(constraint)
     return None

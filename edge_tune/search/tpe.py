@@ -64,7 +64,7 @@ class OptunaTPE(Searcher):
         trial = self._pending.pop(trial_id, None)
         if trial is None:
             return
-        seen = observed(self, result, error, [v for _, v, _ in self._observations])
+        seen = observed(self, result, error, self._observations)
         if seen is None:
             self._study.tell(trial, state=TrialState.FAIL)
             return
