@@ -240,10 +240,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.searcher, cfg.seed, cfg.address, cfg.name = args.searcher, args.seed, args.address, args.name
     cfg.objective, cfg.latency_weight, cfg.early_stop = args.objective, args.latency_weight, args.early_stop
     cfg.model, cfg.dataset = args.model, args.dataset
-    weights = args.weights.resolve() if args.weights else space.weights  # trials run in other folders
-    if weights is not None and not weights.is_file():
-        raise UserError(f"--weights {weights}: no such file")
-    cfg.weights = weights
+    cfg.weights = args.weights.resolve() if args.weights else space.weights  # read (and checked) by the baseline
     size = args.input_size or space.input_size
     cfg.input_size = parse_input_size(size) if size else None
     cfg.data_dir = args.data_dir.resolve() if args.data_dir else None  # trials run in other folders
