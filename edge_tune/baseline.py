@@ -48,6 +48,13 @@ class Baseline:
         return model.eval()
 
 
+def _atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a file beside ``path``, then rename it there: a half-written cache entry is never read."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def _fingerprint(data: Dataset) -> str:
     """The data's identity: every label and every 97th image (CIFAR from two folders may differ)."""
     h = hashlib.sha256(data.y_train.numpy().tobytes())
@@ -97,9 +104,7 @@ def load_or_train_baseline(
     acc = fine_tune(model, data, cfg, on_epoch_start=cosine, on_epoch_end=progress)
     seconds = time.perf_counter() - start
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(f".tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, weights)  # atomic: a half-written cache is never loaded
+    _atomically(weights, lambda tmp: torch.save(model.state_dict(), tmp))
     meta_file.write_text(
         json.dumps(
             {
@@ -135,9 +140,8 @@ def load_weights_baseline(
     model.load_state_dict(state)
     acc = evaluate(model, data.x_val, data.y_val)
     meta_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = meta_file.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"accuracy": asdict(acc), "weights": str(path), "sha256": digest}, indent=2))
-    os.replace(tmp, meta_file)
+    meta = {"accuracy": asdict(acc), "weights": str(path), "sha256": digest}
+    _atomically(meta_file, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     return Baseline(model_name, data.name, state, acc, 0.0, key, cached=False, source=source)
 
 
