@@ -78,12 +78,12 @@ class EdgeDevice:
             self._waiting += 1
             self._metrics.queue.set(self._waiting)
         with self._lock:
-            with self._count:
-                self._waiting -= 1
-                self._metrics.queue.set(self._waiting)
             hits = self._runner.stats["cache_hits"]
             start = time.perf_counter()
-            self._current = (kind, start)
+            with self._count:  # leaving the queue and taking the device are one step for info()
+                self._waiting -= 1
+                self._current = (kind, start)
+                self._metrics.queue.set(self._waiting)
             try:
                 result = fn(onnx_bytes)
             except EngineDied as exc:
@@ -92,7 +92,8 @@ class EdgeDevice:
                 print(f"edge_tune: {exc}; restarting the device actor", file=sys.stderr, flush=True)
                 os._exit(1)
             finally:
-                self._current = None
+                with self._count:
+                    self._current = None
             self._metrics.seconds.observe(time.perf_counter() - start, tags={"kind": kind})
             if self._runner.stats["cache_hits"] > hits:
                 self._metrics.hits.inc()
@@ -110,9 +111,10 @@ class EdgeDevice:
 
     def info(self) -> dict[str, Any]:
         """The runner's counters, the queue, and the job running now with its seconds so far."""
-        current = self._current
+        with self._count:
+            current, waiting = self._current, self._waiting
         job = {"job": current[0], "job_seconds": time.perf_counter() - current[1]} if current else {"job": None}
-        return {**self._runner.info(), "queue_length": self._waiting, "pid": os.getpid(), **job}
+        return {**self._runner.info(), "queue_length": waiting, "pid": os.getpid(), **job}
 
 
 def start_device(
