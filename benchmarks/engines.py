@@ -51,7 +51,7 @@ def measure(python: str, images: torch.Tensor) -> dict:
         onnx_bytes = to_onnx(model, EXAMPLE)
         with torch.no_grad():
             classes = model(images).argmax(1).numpy()  # PyTorch's answers are the labels: top-1 = agreement
-        runner.set_eval_data(images.numpy(), classes)
+        runner.set_eval_data((images.numpy(), classes))
         runs = [runner.benchmark(onnx_bytes) for _ in range(3)]
         rows.append(
             {

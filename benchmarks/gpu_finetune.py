@@ -16,12 +16,11 @@ import argparse
 import json
 import platform
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from edge_tune.data import load_dataset, resize, with_channels
+from edge_tune.data import Dataset, load_dataset, resize, with_channels
 from edge_tune.models import create_model
 from edge_tune.train import TrainConfig, evaluate, fine_tune
 
@@ -30,8 +29,8 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 
 def subset(data_dir: Path | None, images: int):  # type: ignore[no-untyped-def]
     data = load_dataset("fashion-mnist", data_dir)
-    small = replace(data, x_train=data.x_train[:images], y_train=data.y_train[:images], x_val=data.x_val[:1000],
-                    y_val=data.y_val[:1000])  # fmt: skip
+    small = Dataset.from_tensors(data.name, data.x_train[:images], data.y_train[:images], data.x_val[:1000],
+                                 data.y_val[:1000], data.num_classes, mean=data.mean, std=data.std)  # fmt: skip
     return with_channels(resize(small, (224, 224)), 3)
 
 
@@ -51,7 +50,7 @@ def one_epoch(device: str, data, state: dict) -> dict:  # type: ignore[no-untype
         "device": device if device == "cpu" else torch.cuda.get_device_name(),
         "seconds": seconds,
         "images_per_s": len(data.x_train) / seconds,
-        "top1": evaluate(model, data.x_val, data.y_val).top1,
+        "top1": evaluate(model, data.val).top1,
         "mixed_precision": device == "cuda",
     }
 

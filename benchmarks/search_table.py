@@ -105,7 +105,7 @@ def finetune_one(key: tuple[float, ...], work: str, seed: int = 0) -> dict[str, 
     pruned = compression.finish()
     onnx_path = Path(work, "_".join(f"{v:.2f}" for v in key) + ".onnx")
     onnx_path.write_bytes(verify_and_export(model, example))
-    top1 = evaluate(model, data.x_val, data.y_val).top1
+    top1 = evaluate(model, data.val).top1
     return {"key": key, "top1_epochs": epochs, "top1": round(top1, 3), "macs": pruned.macs_after}
 
 

@@ -56,10 +56,19 @@ def _atomically(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def _fingerprint(data: Dataset) -> str:
-    """The data's identity: every label and every 97th image (CIFAR from two folders may differ)."""
+    """The data's identity: every label, and every 97th image (CIFAR from two folders may differ) or, for data
+    read from files, every file's name, size and modification time, with the input size and normalisation."""
     h = hashlib.sha256(data.y_train.numpy().tobytes())
-    h.update(data.x_train[::97].numpy().tobytes())
-    h.update(str(tuple(data.x_train.shape)).encode())
+    h.update(data.y_val.numpy().tobytes())
+    if data.in_memory:
+        h.update(data.x_train[::97].numpy().tobytes())
+        h.update(str(tuple(data.x_train.shape)).encode())
+    else:
+        for split in (data.train, data.val):
+            for name in split.files:  # type: ignore[attr-defined]
+                st = os.stat(name)
+                h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(str((data.input_shape, data.mean, data.std)).encode())
     return h.hexdigest()[:16]
 
 
@@ -136,9 +145,9 @@ def load_weights_baseline(
     if meta_file.exists():
         acc = Accuracy(**json.loads(meta_file.read_text())["accuracy"])
         return Baseline(model_name, data.name, state, acc, 0.0, key, cached=True, source=source)
-    log(f"evaluating the weights in {path} on {data.name}'s validation split ({len(data.y_val)} images)")
+    log(f"evaluating the weights in {path} on {data.name}'s validation split ({len(data.val)} images)")
     model.load_state_dict(state)
-    acc = evaluate(model, data.x_val, data.y_val)
+    acc = evaluate(model, data.val)
     meta_file.parent.mkdir(parents=True, exist_ok=True)
     meta = {"accuracy": asdict(acc), "weights": str(path), "sha256": digest}
     _atomically(meta_file, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))

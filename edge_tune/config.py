@@ -33,6 +33,8 @@ class ExperimentConfig:
     dataset: str = ""  # digits | cifar10 | cifar100 | imagefolder; "" = the space file's
     data_dir: Path | None = None  # where the dataset's files are (--data-dir)
     input_size: tuple[int, int] | None = None  # (H, W) pixels; None = the dataset's natural size
+    mean: tuple[float, ...] | None = None  # per-channel normalisation (--mean); None = the dataset's default
+    std: tuple[float, ...] | None = None
     accuracy_threshold: str = "-1.0"  # "97.5" = top-1 >= 97.5%; "-1.0" = at most 1 point below baseline
     accuracy_weight: float = ACCURACY_WEIGHT  # score per 100 accuracy points beside ln(speedup)
     objective: str = "constrained"  # constrained | combined (see objective.py)

@@ -40,7 +40,7 @@ def fit_data_to_model(model_name: str, data: Dataset, log: Callable[[str], None]
             )
         data = with_channels(data, 3)
         log(f"model {model_name} reads 3 channels: {data.name}'s grey images are repeated over 3 channels")
-    x = data.x_val[:2]  # (2, C, H, W)
+    x = data.val.images([0, 1])  # (2, C, H, W)
     collapsed: list[str] = []
     hooks = [
         m.register_forward_hook(lambda m, inp, out, name=name: _note_collapse(name, m, inp[0], collapsed))

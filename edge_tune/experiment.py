@@ -23,7 +23,7 @@ from edge_tune.cluster import ray_address, start_ray, trial_gpus
 from edge_tune.compression import apply_pruners, check_schedule_fits, count_macs_params, parse_schedule
 from edge_tune.config import RUN_FILE, ExperimentConfig
 from edge_tune.contract import fit_data_to_model
-from edge_tune.data import Dataset, load_dataset
+from edge_tune.data import Chunks, Dataset, load_dataset
 from edge_tune.device import DeviceAccuracy, LatencyResult, start_device
 from edge_tune.early_stop import make_early_stopping
 from edge_tune.errors import UserError
@@ -102,7 +102,7 @@ def run_experiment(cfg: ExperimentConfig) -> int:
 def prepare(cfg: ExperimentConfig) -> Prepared:
     """Check what can be checked without Ray, then load or train the baseline and resolve the threshold."""
     space, model_name = cfg.space, cfg.model or cfg.space.model
-    data = load_dataset(cfg.dataset or space.dataset, cfg.data_dir, cfg.input_size)
+    data = load_dataset(cfg.dataset or space.dataset, cfg.data_dir, cfg.input_size, mean=cfg.mean, std=cfg.std)
     threshold_spec = parse_threshold(cfg.accuracy_threshold)
     finetune = replace(cfg.finetune, seed=cfg.seed)
     model, data = fit_data_to_model(model_name, data, log)
@@ -125,7 +125,7 @@ def _measure_baseline(p: Prepared, ray: Any) -> OnDevice:
     example = torch.zeros(1, *p.data.input_shape)
     onnx = verify_and_export(model, example)
     macs, params = count_macs_params(model, example)
-    device = start_device(p.cfg.device, onnx, (p.data.x_val.numpy(), p.data.y_val.numpy()))
+    device = start_device(p.cfg.device, onnx, Chunks(p.data.val))
     latency = await_device(device.benchmark.remote(onnx), "baseline benchmark", p.cfg.device, p.cfg.quiet)
     accuracy = ray.get(device.evaluate.remote(onnx))
     log(
@@ -153,6 +153,7 @@ def _trial_context(p: Prepared, base: OnDevice, resources: dict[str, float]) -> 
         cfg.device.actor_name,
         cfg.measure_after_finetune,
         gpus=trial_gpus(cfg.gpus_per_trial, resources, joined=ray_address(cfg) is not None),
+        normalisation=(cfg.mean, cfg.std),
     )
 
 
@@ -209,6 +210,7 @@ def _summary(p: Prepared, base: OnDevice) -> dict[str, Any]:
         "space": p.space.name,
         "model": baseline.model_name,
         "dataset": p.data.name,
+        "input": {"shape": list(p.data.input_shape), "mean": list(p.data.mean), "std": list(p.data.std)},
         "threshold_top1": p.objective.threshold,
         "accuracy_weight": p.objective.accuracy_weight,
         "baseline": {

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_tune.data import available_datasets
     from edge_tune.early_stop import EARLY_STOPPING
     from edge_tune.search import SEARCHERS
+    from edge_tune.tool_flags import add_normalisation_flags
 
     p = argparse.ArgumentParser(
         prog="edge-tune",
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder of the dataset's files (CIFAR pickles, an image folder, IDX files); nothing is downloaded",
     )
+    add_normalisation_flags(p)
     _defaulted(p, "--device", "OpenVINO device: CPU, GPU, NPU, AUTO:...")
     _defaulted(p, "--precision", "OpenVINO inference precision", choices=["f32", "f16", "bf16"])
     _defaulted(p, "--device-threads", "CPU threads (and Ray CPUs) of the device actor", type=int)
@@ -211,6 +213,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from edge_tune.data import parse_input_size
     from edge_tune.device import DeviceConfig, TimingPlan
     from edge_tune.space import find_space
+    from edge_tune.tool_flags import normalisation_from_flags
 
     for flag in ("num_samples", "max_concurrent", "epochs", "baseline_epochs", "initial_points", "device_threads"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
@@ -243,6 +246,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.weights = args.weights.resolve() if args.weights else space.weights  # read (and checked) by the baseline
     size = args.input_size or space.input_size
     cfg.input_size = parse_input_size(size) if size else None
+    cfg.mean, cfg.std = normalisation_from_flags(args.mean or space.mean, args.std or space.std)
     cfg.data_dir = args.data_dir.resolve() if args.data_dir else None  # trials run in other folders
     timing = TimingPlan(target_ci=args.target_ci / 100, time_cap_s=args.time_cap)
     if args.device_python and not (args.address or os.environ.get("RAY_ADDRESS")):

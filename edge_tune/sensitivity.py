@@ -67,14 +67,14 @@ def analyse(model: nn.Module, data: Any, runner: Any, ratios: tuple[float, ...],
     from edge_tune.train import evaluate
 
     example = torch.zeros(1, *data.input_shape)  # (1, C, H, W)
-    base_top1 = evaluate(model, data.x_val, data.y_val).top1
+    base_top1 = evaluate(model, data.val).top1
     points = []
     for members in prunable_groups(model, example):
         for ratio in ratios:
             pruned = copy.deepcopy(model)
             spec = PrunerSpec("sensitivity", "L1RankedStructureParameterPruner", "Filters", ratio, members)
             report = apply_pruners(pruned, [spec], example)
-            top1 = evaluate(pruned, data.x_val, data.y_val).top1
+            top1 = evaluate(pruned, data.val).top1
             latency = runner.benchmark(to_onnx(pruned, example))
             (group,) = report.groups
             points.append(
@@ -216,6 +216,8 @@ def run(args: argparse.Namespace) -> Path:
             space = {"weights": str(args.weights.resolve()), **space}
         if args.input_size:
             space = {"input_size": args.input_size, **space}
+        if args.mean:  # with --std: normalisation_from_flags has checked they come together
+            space = {"mean": args.mean, "std": args.std, **space}
         args.write_space.write_text(yaml.safe_dump(space, sort_keys=False))
         load_space(args.write_space)  # what we write must load
         print(f"search space over {', '.join(g for g, _, _ in chosen)} written to {args.write_space}")

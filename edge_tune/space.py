@@ -6,6 +6,8 @@ A space file (``search_spaces/NAME.yaml``) holds::
     weights: resnet20.pt       # optional: trained weights (a state dict), relative to this file
     dataset: digits
     input_size: 32             # optional: H or HxW pixels; default: the dataset's natural size
+    mean: [0.2860]             # optional, with std: the normalisation the weights were trained with
+    std: [0.3530]
     params:                    # the searched parameters
       stage1: {type: float, low: 0.0, high: 0.8}
       width:  {type: int, low: 1, high: 4}
@@ -36,7 +38,19 @@ __all__ = ["Param", "SearchSpace", "find_space", "load_space", "space_names"]
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 _REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-_TOP_KEYS = {"description", "model", "weights", "dataset", "input_size", "params", "finetune", "search", "schedule"}
+_TOP_KEYS = {
+    "description",
+    "model",
+    "weights",
+    "dataset",
+    "input_size",
+    "mean",
+    "std",
+    "params",
+    "finetune",
+    "search",
+    "schedule",
+}
 _SEARCH_KEYS = {"num_samples", "max_concurrent", "initial_points"}
 
 
@@ -53,6 +67,8 @@ class SearchSpace:
     description: str = ""
     weights: Path | None = None  # trained weights of ``model`` (a path relative to the space file's folder)
     input_size: str = ""  # "H" or "HxW" pixels; "" = the dataset's natural size
+    mean: str = ""  # the normalisation the weights want, per channel, comma-separated; "" = the dataset's default
+    std: str = ""
 
     def render(self, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The concrete (schedule, finetune) for one configuration of the params."""
@@ -151,6 +167,8 @@ def _parse(name: str, path: Path, doc: Any) -> SearchSpace:
         description=str(doc.get("description", "")).strip(),
         weights=_weights(doc.get("weights"), path),
         input_size=_input_size(doc.get("input_size")),
+        mean=_stats(doc.get("mean"), "mean"),
+        std=_stats(doc.get("std"), "std"),
     )
 
 
@@ -160,6 +178,22 @@ def _weights(value: Any, path: Path) -> Path | None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"weights: a path to a state dict file, got {value!r}")
     return (path.parent / value).resolve()
+
+
+def _stats(value: Any, key: str) -> str:
+    """``mean:``/``std:``: one number or a list, one per channel; kept as the flag's comma-separated text."""
+    if value is None:
+        return ""
+    from edge_tune.data import parse_stats
+    from edge_tune.errors import UserError
+
+    text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    try:
+        parse_stats(text, key)
+    except UserError:
+        example = "[0.485, 0.456, 0.406]"
+        raise ValueError(f"{key}: one number, or a list of one per channel (e.g. {example}): {value!r}") from None
+    return text
 
 
 def _input_size(value: Any) -> str:

@@ -60,7 +60,7 @@ def run_paradigm(space: Any, sparsity: float, baseline: Any, data: Any, runner: 
     start = time.perf_counter()
     fine_tune(model, data, cfg, on_epoch_start=compression.on_epoch_start, on_epoch_end=lambda e, *_: None)
     report = compression.finish()
-    acc = evaluate(model, data.x_val, data.y_val)
+    acc = evaluate(model, data.val)
     _, blob = deployable(model, example, schedule, data)
     latency, on_device = runner.benchmark(blob), runner.evaluate(blob)
     nonzero = sum(int((p != 0).sum()) for p in model.parameters())
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
     from edge_tune.compression import count_macs_params
+    from edge_tune.data import Chunks
     from edge_tune.device import DeviceConfig, DeviceRunner
     from edge_tune.export import to_onnx
     from edge_tune.space import find_space
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     runner = DeviceRunner(
         DeviceConfig(device=args.device, python=args.device_python, cache=False),  # every row measured, none reused
         base_onnx,
-        (data.x_val.numpy(), data.y_val.numpy()),
+        Chunks(data.val),
     )
     macs, params = count_macs_params(model, example)
     base_latency = runner.benchmark(base_onnx)
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             "model": model_name,
             "source": baseline.source,
             "dataset": data.name,
-            "top1": evaluate(model, data.x_val, data.y_val).top1,
+            "top1": evaluate(model, data.val).top1,
             "top1_device": runner.evaluate(base_onnx).top1,
             "macs": macs,
             "params": params,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_tune.data import Dataset
+from edge_tune.data import Dataset, Split
 from edge_tune.models import device_of
 
 __all__ = ["Accuracy", "TrainConfig", "evaluate", "fine_tune", "make_optimizer", "train_epoch"]
@@ -22,7 +22,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 5e-4  # L2 penalty
     batch_size: int = 64  # images per step
-    augment: bool = True  # random 2-pixel translations of training images
+    augment: bool = True  # in memory: random 2-pixel translations; image folders: random-resized crop and flip
     seed: int = 0  # weight init, batch order, augmentation
 
 
@@ -33,27 +33,20 @@ class Accuracy:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> Accuracy:
-    """Top-1 and top-5 accuracy of ``model`` in eval mode, in percent."""
+def evaluate(model: nn.Module, split: Split, batch_size: int = 256) -> Accuracy:
+    """Top-1 and top-5 accuracy of ``model`` in eval mode on ``split`` (e.g. ``data.val``), in percent."""
     model.eval()
     dev = device_of(model)  # the data stay on the CPU and go there batch by batch
-    correct1 = correct5 = 0
-    for i in range(0, len(x), batch_size):
-        logits = model(x[i : i + batch_size].to(dev))  # (B, classes)
+    correct1 = correct5 = seen = 0
+    for x, y in split.batches(batch_size):
+        logits = model(x.to(dev))  # (B, classes)
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices  # (B, k)
-        target = y[i : i + batch_size].to(dev).unsqueeze(1)
+        target = y.to(dev).unsqueeze(1)
         correct1 += int((topk[:, :1] == target).sum())
         correct5 += int((topk == target).any(dim=1).sum())
-    return Accuracy(100.0 * correct1 / len(x), 100.0 * correct5 / len(x))
-
-
-def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
-    # Random translation by up to `pad` pixels, the CIFAR pad-and-crop recipe.
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    offs = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
-    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offs.tolist())])
+        seen += len(y)
+    return Accuracy(100.0 * correct1 / max(seen, 1), 100.0 * correct5 / max(seen, 1))
 
 
 def train_epoch(
@@ -71,18 +64,13 @@ def train_epoch(
     dev = device_of(model)
     cuda = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
-    order = torch.randperm(len(data.x_train), generator=gen)
     total, steps = 0.0, 0
-    for i in range(0, len(order), cfg.batch_size):
-        idx = order[i : i + cfg.batch_size]
-        x = data.x_train[idx]
-        if cfg.augment:
-            x = _augment(x, gen)
-        x = x.to(dev, non_blocking=True)  # (B, C, H, W)
+    for x_cpu, y in data.train.batches(cfg.batch_size, shuffle=gen, augment=cfg.augment):
+        x = x_cpu.to(dev, non_blocking=True)  # (B, C, H, W)
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=cuda):
-            loss = F.cross_entropy(model(x), data.y_train[idx].to(dev))
+            loss = F.cross_entropy(model(x), y.to(dev))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {steps}")
         opt.zero_grad(set_to_none=True)
@@ -117,12 +105,12 @@ def fine_tune(
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     opt: torch.optim.Optimizer = make_optimizer(model, cfg)
-    acc = evaluate(model, data.x_val, data.y_val)
+    acc = evaluate(model, data.val)
     for epoch in range(cfg.epochs):
         if on_epoch_start is not None:
             opt = on_epoch_start(epoch, opt) or opt
         loss = train_epoch(model, opt, data, cfg, gen)
-        acc = evaluate(model, data.x_val, data.y_val)
+        acc = evaluate(model, data.val)
         if on_epoch_end is not None:
             on_epoch_end(epoch, loss, acc)
     return acc

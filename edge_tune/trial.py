@@ -56,6 +56,7 @@ class TrialContext:
     device_actor: str  # the EdgeDevice actor's name
     measure_after_finetune: bool = False  # the original, serial order; for benchmarks/overlap.py
     gpus: float = 0.0  # GPUs Ray gives each trial (--gpus-per-trial); fine-tuning runs on CUDA when > 0
+    normalisation: tuple[tuple[float, ...] | None, tuple[float, ...] | None] = (None, None)  # --mean, --std
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -64,7 +65,10 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     torch.set_num_threads(ctx.threads)
-    data = with_channels(load_dataset(ctx.dataset, ctx.data_dir, ctx.input_size), ctx.in_channels)
+    mean, std = ctx.normalisation
+    # An image folder is read by as many processes as the trial has CPUs, beside the one that trains.
+    data = load_dataset(ctx.dataset, ctx.data_dir, ctx.input_size, mean=mean, std=std, workers=ctx.threads)
+    data = with_channels(data, ctx.in_channels)
     schedule_doc, finetune = ctx.space.render(config)
     schedule = parse_schedule(schedule_doc)
     model = ctx.baseline.build(data.num_classes, data.in_channels)
@@ -103,7 +107,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     fine_tune(model, data, cfg, on_epoch_start=compression.on_epoch_start, on_epoch_end=epoch_end)
     pruned = compression.finish()  # thins what the schedule left masked
     model.cpu()  # what the device runs is exported from the CPU copy
-    acc = evaluate(model, data.x_val, data.y_val)
+    acc = evaluate(model, data.val)
     final_onnx, final_blob = deployable(model, example, schedule, data)
     on_device = ray.get(device.evaluate.remote(final_blob))
     latency = ray.get(latency_ref if latency_ref is not None else device.benchmark.remote(final_blob))
@@ -180,8 +184,8 @@ def deployable(model: torch.nn.Module, example: torch.Tensor, schedule: Schedule
     if schedule.quantizer is None:
         return onnx_bytes, onnx_bytes
     # Calibration: a fixed sample of training images, never the validation split.
-    order = np.random.default_rng(0).permutation(len(data.x_train))[: schedule.quantizer.calibration_images]
-    return onnx_bytes, quantize_onnx(onnx_bytes, schedule.quantizer, data.x_train[np.sort(order)].numpy())
+    order = np.random.default_rng(0).permutation(len(data.train))[: schedule.quantizer.calibration_images]
+    return onnx_bytes, quantize_onnx(onnx_bytes, schedule.quantizer, data.train.images(np.sort(order).tolist()).numpy())
 
 
 def verify_and_export(model: torch.nn.Module, example: torch.Tensor) -> bytes:

@@ -263,7 +263,7 @@ def write_images(root: Path, colours: dict[str, tuple[int, int, int]], n: int = 
     for name, colour in colours.items():
         (root / name / "sub").mkdir(parents=True)
         for j in range(n):
-            size = (20 + 7 * j, 40 - 3 * j)  # varied sizes: every image is resized
+            size = (20 + 7 * j, 40 - 3 * (j % 10))  # varied sizes: every image is resized
             fill = colour if mode == "RGB" else colour[0]
             where = root / name / ("sub" if j == 0 else "") / f"{j}.png"  # nested folders are searched too
             Image.new(mode, size, fill).save(where)
@@ -271,28 +271,110 @@ def write_images(root: Path, colours: dict[str, tuple[int, int, int]], n: int = 
         (root / name / ".hidden.png").write_bytes(b"")
 
 
+IMAGENET = (torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225]))
+
+
+def pixels(x: torch.Tensor, mean: torch.Tensor = IMAGENET[0], std: torch.Tensor = IMAGENET[1]) -> torch.Tensor:
+    """Normalised images (N, C, H, W) back in [0, 255]."""
+    return (x.double() * std.double().view(1, -1, 1, 1) + mean.double().view(1, -1, 1, 1)) * 255
+
+
+def every_batch(split, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*split.batches(4, **kwargs), strict=True)
+    return torch.cat(xs), torch.cat(ys)
+
+
 def test_imagefolder_loads_classes_sorted_and_split_stratified(tmp_path):
     write_images(tmp_path, dict(reversed(COLOURS.items())))
     data = load_dataset("imagefolder", tmp_path)
-    assert data.classes == ("cat", "dog", "emu") and data.num_classes == 3
-    assert data.x_train.shape == (12, 3, 32, 32) and data.x_val.shape == (3, 3, 32, 32)
+    assert data.classes == ("cat", "dog", "emu") and data.num_classes == 3 and not data.in_memory
+    assert (len(data.train), len(data.val)) == (12, 3) and data.input_shape == (3, 224, 224)  # ImageNet's size
     assert torch.bincount(data.y_train).tolist() == [4, 4, 4] and data.y_val.tolist() == [0, 1, 2]
     colours = torch.tensor(list(COLOURS.values()), dtype=torch.float64)  # (3, 3): label -> RGB
-    raw_train = colours[data.y_train][:, :, None, None].expand(-1, -1, 32, 32)
-    assert torch.allclose(unnormalise(data.x_train, raw_train), raw_train, atol=1e-3)
-    assert torch.allclose(
-        unnormalise(data.x_val, raw_train), colours[data.y_val][:, :, None, None].expand(-1, -1, 32, 32), atol=1e-3
-    )
-    again = load_dataset("imagefolder", tmp_path)
-    assert torch.equal(again.x_val, data.x_val) and torch.equal(again.y_train, data.y_train)
+    small = load_dataset("imagefolder", tmp_path, input_size=(32, 32))
+    x, y = every_batch(small.val)
+    assert x.shape == (3, 3, 32, 32) and torch.allclose(pixels(x), colours[y][:, :, None, None].expand_as(x), atol=1)
+    x, y = every_batch(small.train, shuffle=torch.Generator().manual_seed(0), augment=True)
+    assert sorted(y.tolist()) == small.y_train.tolist() and y.tolist() != small.y_train.tolist()  # shuffled
+    assert torch.allclose(pixels(x), colours[y][:, :, None, None].expand_as(x), atol=1)  # a crop of a solid colour
+    with pytest.raises(TypeError, match="read from files batch by batch"):
+        _ = small.x_train
+
+
+def test_imagefolder_augments_the_same_whatever_the_number_of_workers(tmp_path):
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for j in range(3):
+            rng = np.random.default_rng(j + (label == "b") * 10)
+            Image.fromarray(rng.integers(0, 256, (30 + j, 50, 3), dtype=np.uint8)).save(tmp_path / label / f"{j}.png")
+    one = load_dataset("imagefolder", tmp_path, input_size=(16, 16), workers=0)
+    two = load_dataset("imagefolder", tmp_path, input_size=(16, 16), workers=2)
+    runs = [every_batch(d.train, shuffle=torch.Generator().manual_seed(3), augment=True) for d in (one, two, one)]
+    assert all(torch.equal(runs[0][0], r[0]) and torch.equal(runs[0][1], r[1]) for r in runs[1:])
+    plain = one.train.images(range(len(one.train)))[torch.argsort(torch.argsort(runs[0][1]))]
+    assert not torch.equal(runs[0][0], plain)  # random crops, not the centre
+    again = every_batch(one.train, shuffle=torch.Generator().manual_seed(4), augment=True)
+    assert not torch.equal(again[0], runs[0][0])  # another epoch, other crops
+
+
+def test_evaluation_resizes_to_cover_and_takes_the_centre(tmp_path):
+    from edge_tune.data.imagefolder import CROP_FRACTION
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for j in range(2):  # 80x40: a red left border 10 pixels wide, a green centre, a blue right border
+            im = np.zeros((40, 80, 3), dtype=np.uint8)
+            im[:, :10, 0], im[:, 10:70, 1], im[:, 70:, 2] = 255, 255, 255
+            Image.fromarray(im).save(tmp_path / label / f"{j}.png")
+    data = load_dataset("imagefolder", tmp_path, input_size=(32, 32))
+    x = pixels(data.val.images([0]))[0]  # (3, 32, 32): the 40-pixel side becomes 32 / 0.875, the rest is cropped off
+    assert CROP_FRACTION == 0.875 and x.shape == (3, 32, 32)
+    assert x[1].min() > 250 and x[0].max() < 5 and x[2].max() < 5  # only the green centre survives
+
+
+def test_random_crops_keep_to_the_recipe():
+    from edge_tune.data.imagefolder import _random_crop
+
+    for seed in range(200):
+        w, h = (640, 480) if seed % 2 else (30, 300)
+        left, top, cw, ch = _random_crop(w, h, np.random.default_rng(seed))
+        assert 0 <= left and left + cw <= w and 0 <= top and top + ch <= h
+        if (w, h) == (640, 480):  # a draw always fits an image of ordinary shape
+            assert 0.08 * w * h * 0.95 <= cw * ch <= w * h and 3 / 4 * 0.95 <= cw / ch <= 4 / 3 * 1.05
+
+
+def test_mean_and_std_replace_the_default_normalisation(tmp_path, digits):
+    write_images(tmp_path, {"a": (10, 0, 0), "b": (200, 0, 0)}, n=3, mode="L")
+    grey = load_dataset("imagefolder", tmp_path, input_size=(8, 8), mean=(0.5,), std=(0.25,))
+    x, y = every_batch(grey.val)
+    assert grey.mean == (0.5,) and torch.allclose(x[:, 0, 0, 0], (torch.tensor([10.0, 200.0])[y] / 255 - 0.5) / 0.25)
+    mine = load_dataset("digits", mean=(0.1,), std=(0.2,))
+    assert mine.mean == (0.1,) and torch.allclose(pixels(mine.x_val, *map(torch.tensor, (mine.mean, mine.std))),
+                                                  pixels(digits.x_val, *map(torch.tensor, (digits.mean, digits.std))),
+                                                  atol=1e-3)  # fmt: skip
+    with pytest.raises(UserError, match=r"^--mean: 2 values for digits's 1-channel images; give 1$"):
+        load_dataset("digits", mean=(0.1, 0.2), std=(0.2,))
+    with pytest.raises(UserError, match=r"^--std 0\.0: every standard deviation must be above 0"):
+        load_dataset("digits", mean=(0.1,), std=(0.0,))
+
+
+def test_a_truncated_image_is_named_when_it_is_read(tmp_path):
+    write_images(tmp_path, COLOURS)
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(buf, format="PNG")
+    (tmp_path / "dog" / "cut.png").write_bytes(buf.getvalue()[:60])  # the header is whole, the pixels are not
+    data = load_dataset("imagefolder", tmp_path, input_size=(8, 8), workers=1)
+    with pytest.raises(UserError, match=rf"^cannot read image {re.escape(str(tmp_path / 'dog' / 'cut.png'))}: "):
+        for split in (data.train, data.val):
+            every_batch(split)
 
 
 def test_imagefolder_is_one_channel_only_if_every_image_is_grey(tmp_path):
     write_images(tmp_path, {"a": (10, 0, 0), "b": (200, 0, 0)}, n=3, mode="L")
     grey = load_dataset("imagefolder", tmp_path)
-    assert grey.input_shape == (1, 32, 32) and grey.x_train.shape == (4, 1, 32, 32)
+    assert grey.input_shape == (1, 224, 224) and grey.mean == (0.449,)
     Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "a" / "colour.jpg")
-    assert load_dataset("imagefolder", tmp_path).input_shape == (3, 32, 32)
+    assert load_dataset("imagefolder", tmp_path).input_shape == (3, 224, 224)
 
 
 def test_imagefolder_needs_two_classes(tmp_path):
@@ -428,7 +510,7 @@ def test_imagefolder_train_and_val_are_used_as_given(tmp_path):
     write_images(tmp_path / "train", COLOURS, n=3)
     write_images(tmp_path / "val", COLOURS, n=1)
     data = load_dataset("imagefolder", tmp_path)
-    assert data.classes == ("cat", "dog", "emu") and len(data.x_train) == 9 and len(data.x_val) == 3
+    assert data.classes == ("cat", "dog", "emu") and len(data.train) == 9 and len(data.val) == 3
     assert data.y_val.tolist() == [0, 1, 2] and torch.bincount(data.y_train).tolist() == [3, 3, 3]
 
 

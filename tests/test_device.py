@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from edge_tune.compression import PrunerSpec, apply_pruners, count_macs_params
+from edge_tune.data import TensorSplit
 from edge_tune.device import DeviceConfig, DeviceRunner, ModelError, TimingPlan, interleave, median_ci, module_name
 from edge_tune.errors import UserError
 from edge_tune.export import conv_shapes_torch, to_onnx
@@ -128,7 +129,7 @@ def test_identical_architectures_are_measured_once(runner, resnet20, example):
 
 def test_device_accuracy_matches_pytorch(runner, resnet20, example, digits):
     on_device = runner.evaluate(to_onnx(resnet20, example))
-    in_torch = evaluate(resnet20, digits.x_val[:64], digits.y_val[:64])
+    in_torch = evaluate(resnet20, TensorSplit(digits.x_val[:64], digits.y_val[:64]))
     assert on_device.images == 64
     assert abs(on_device.top1 - in_torch.top1) <= 100 / 64 + 1e-9  # at most one image apart
 
@@ -209,8 +210,9 @@ def test_engine_contract(engine, resnet20, example, digits):
     plan = {"warmup": 2, "iters_per_round": 3, "min_rounds": 3, "max_rounds": 4, "target_ci": 0.02, "time_cap_s": 5.0}
     out = engine.measure(engine.load(onnx_bytes)["handle"], plan, 3)
     assert len(out["a_ms"]) == len(out["b_ms"]) >= 9 and out["precision"] and out["layers"]
-    engine.set_eval(digits.x_val[:8].numpy())
-    logits = engine.predict(model["handle"])
+    logits = np.concatenate(  # in two chunks, as the runner sends a validation set: one compiled model
+        [engine.predict(model["handle"], digits.x_val[i : i + 4].numpy()) for i in (0, 4)]
+    )
     with torch.no_grad():
         expected = resnet20(digits.x_val[:8]).numpy()
     assert logits.reshape(8, -1).shape == (8, 10) and np.allclose(logits.reshape(8, -1), expected, atol=1e-3)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge_tune.device import DeviceConfig, DeviceRunner, EngineDied, ModelError, RemoteEngine, TimingPlan
-from edge_tune.device.protocol import decode, encode, read_frame, serve
+from edge_tune.device.protocol import PROTOCOL, decode, encode, read_frame, serve
 from edge_tune.errors import UserError
 from edge_tune.export import to_onnx
 
@@ -60,7 +60,8 @@ def test_the_server_answers_each_request_in_order(resnet20, example):
     replies = _frames(out.getvalue())
     assert [r["id"] for r in replies] == [1, 2, 3, 4, 5, 6]
     assert not replies[0]["ok"] and "open first" in replies[0]["message"]
-    assert replies[1]["ok"] and replies[1]["result"]["protocol"] == 1 and "CPU" in replies[1]["result"]["devices"]
+    opened = replies[1]["result"]
+    assert replies[1]["ok"] and opened["protocol"] == PROTOCOL and "CPU" in opened["devices"]
     assert replies[2]["ok"] and replies[2]["result"]["input_shape"] == [1, 1, 32, 32]
     assert replies[2]["result"]["macs"] > 0
     assert replies[3]["error"] == "ModelError" and not replies[4]["ok"] and replies[5]["ok"]

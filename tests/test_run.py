@@ -149,6 +149,8 @@ def test_unreachable_threshold_exits_2_before_any_trial(smoke, cache_dir, tmp_pa
         ("--input-size", "0"),
         ("--input-size", "abc"),
         ("--input-size", "2"),  # too small for ResNet-20: its spatial size collapses
+        ("--mean", "0.1,x"),
+        ("--std", "0.2"),  # without --mean
     ],
 )
 def test_bad_flag_value_exits_2(flag, value):
@@ -253,10 +255,24 @@ def test_cifar_without_data_dir_exits_2_naming_the_flag(tmp_path):
 
 
 def test_nan_trials_are_recorded_as_errored_and_the_search_goes_on(smoke, cache_dir, tmp_path):
+    """To spare CI a run, on an image folder read from disk batch by batch (DataLoader workers in the driver
+    and in the trials; the device's validation set sent through Ray's object store in chunks)."""
+    from test_data import COLOURS, write_images
+
+    write_images(tmp_path / "photos" / "train", COLOURS, n=24)  # two steps an epoch: the second one is NaN
+    write_images(tmp_path / "photos" / "val", COLOURS, n=4)
     space = tmp_path / "nan_lr.yaml"
     space.write_text(NAN_SPACE)
-    proc = run_smoke(str(space), cache_dir, tmp_path / "out", "--name", "nan", "--searcher", "optuna")
+    proc = run_smoke(
+        str(space), cache_dir, tmp_path / "out", "--name", "nan", "--searcher", "optuna",
+        "--dataset", "imagefolder", "--data-dir", str(tmp_path / "photos"), "--input-size", "32",
+    )  # fmt: skip
     assert proc.returncode == 3, proc.stderr[-3000:]  # nothing feasible: every trial errored
+    experiment = json.loads((tmp_path / "out" / "nan" / "experiment.json").read_text())
+    assert experiment["dataset"] == "imagefolder" and experiment["input"]["shape"] == [3, 32, 32]
+    assert experiment["input"]["mean"] == pytest.approx([0.485, 0.456, 0.406])  # ImageNet's, for a folder
+    # all 12 validation images classified on the device too: at most one image (8.3 points) apart
+    assert experiment["baseline"]["top1_device"] == pytest.approx(experiment["baseline"]["top1"], abs=100 / 12)
     rows = list(csv.DictReader(open(tmp_path / "out" / "nan" / "results.csv")))
     assert len(rows) == 2 and all(r["status"] == "error" for r in rows)  # the second trial still ran
     assert all("FloatingPointError" in r["error"] or "loss" in r["error"] for r in rows)

@@ -121,15 +121,19 @@ def test_schedule_errors_give_the_line(tmp_path, edit, line, words):
     assert f"space.yaml, line {line}:" in str(err.value) and words in str(err.value)
 
 
-def test_weights_and_input_size_in_a_space_file(tmp_path):
-    space = load_space(write(tmp_path, "weights: nets/w.pt\ninput_size: 40x36\n" + VALID))
+def test_weights_input_size_and_normalisation_in_a_space_file(tmp_path):
+    text = "weights: nets/w.pt\ninput_size: 40x36\nmean: [0.485, 0.456, 0.406]\nstd: 0.25\n"
+    space = load_space(write(tmp_path, text + VALID))
     assert space.weights == (tmp_path / "nets" / "w.pt").resolve() and space.input_size == "40x36"
+    assert space.mean == "0.485,0.456,0.406" and space.std == "0.25"  # as the flags --mean and --std take them
     plain = load_space(write(tmp_path, VALID))
-    assert plain.weights is None and plain.input_size == ""
+    assert plain.weights is None and plain.input_size == "" and plain.mean == plain.std == ""
     for bad, key in (
         ("input_size: 0\n", "input_size"),
         ("input_size: big\n", "input_size"),
         ("weights: 3\n", "weights"),
+        ("mean: [0.5, grey]\n", "mean"),
+        ("std: {}\n", "std"),
     ):
         with pytest.raises(UserError, match=rf"space\.yaml, line 1: {key}: "):
             load_space(write(tmp_path, bad + VALID))

@@ -21,7 +21,7 @@ FAST = DeviceConfig(timing=TimingPlan(warmup=2, iters_per_round=3, min_rounds=3,
 @pytest.fixture(scope="module")
 def small(digits):
     """128 training and 64 validation images: two steps an epoch."""
-    return Dataset(
+    return Dataset.from_tensors(
         "digits", digits.x_train[:128], digits.y_train[:128], digits.x_val[:64], digits.y_val[:64], digits.num_classes
     )
 

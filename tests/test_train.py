@@ -18,14 +18,14 @@ class Tiny(nn.Module):
 
 
 def test_evaluate_reports_percentages(digits):
-    acc = evaluate(Tiny(), digits.x_val, digits.y_val)
+    acc = evaluate(Tiny(), digits.val)
     assert 0 <= acc.top1 <= acc.top5 <= 100
 
 
 def test_fine_tune_learns(digits):
     torch.manual_seed(0)
     model = Tiny()
-    before = evaluate(model, digits.x_val, digits.y_val).top1
+    before = evaluate(model, digits.val).top1
     after = fine_tune(model, digits, TrainConfig(epochs=2, lr=0.1, augment=False)).top1
     assert after > before + 20
 

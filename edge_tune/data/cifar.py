@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_tune.data import Dataset, _normalise, _require_dir
+from edge_tune.data import Dataset, _in_memory, _require_dir
 from edge_tune.errors import UserError
 
 __all__ = ["CIFAR10", "CIFAR100", "load_cifar"]
@@ -156,7 +156,6 @@ def load_cifar(layout: _CifarLayout, data_dir: Path | None) -> Dataset:
     classes = _cifar_classes(root / layout.meta, layout)
     batches = [_cifar_batch(root / file, layout) for file in layout.train]
     test_x, test_y = _cifar_batch(root / layout.test, layout)
-    x_train, x_val = _normalise(_cifar_images(np.concatenate([x for x, _ in batches])), _cifar_images(test_x))
+    x_train, x_val = _cifar_images(np.concatenate([x for x, _ in batches])), _cifar_images(test_x)
     y_train = torch.from_numpy(np.concatenate([y for _, y in batches]))
-    y_val = torch.from_numpy(test_y)
-    return Dataset(layout.name, x_train, y_train, x_val, y_val, num_classes=layout.num_classes, classes=classes)
+    return _in_memory(layout.name, x_train, y_train, x_val, torch.from_numpy(test_y), classes)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_tune.data import Dataset, _normalise
+from edge_tune.data import Dataset, _in_memory
 from edge_tune.errors import UserError
 
 __all__ = ["DEBIAN_DIRS", "load_idx", "read_idx"]
@@ -97,5 +97,4 @@ def load_idx(name: str, data_dir: Path | None) -> Dataset:
     for split, y in (("training", y_train), ("test", y_val)):
         if len(y) and int(y.max()) >= len(classes):
             raise UserError(f"{root}: {name}'s {split} labels go up to {int(y.max())}; it has {len(classes)} classes")
-    x_train, x_val = _normalise(x_train, x_val)
-    return Dataset(name, x_train, y_train, x_val, y_val, num_classes=len(classes), classes=classes)
+    return _in_memory(name, x_train, y_train, x_val, y_val, classes)

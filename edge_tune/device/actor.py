@@ -24,14 +24,20 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-
-import numpy as np
 
 from edge_tune.device.profile import LayerTiming
 from edge_tune.device.remote import EngineDied
-from edge_tune.device.runner import DeviceAccuracy, DeviceConfig, DeviceRunner, LatencyResult
+from edge_tune.device.runner import (
+    DeviceAccuracy,
+    DeviceConfig,
+    DeviceRunner,
+    EvalChunk,
+    EvalData,
+    LatencyResult,
+    as_chunks,
+)
 from edge_tune.errors import UserError
 
 __all__ = ["ACTOR_NAME", "NAMESPACE", "EdgeDevice", "get_device", "start_device"]
@@ -63,8 +69,8 @@ class _Metrics:
 class EdgeDevice:
     """The actor's class; ``start_device`` creates it with the right options."""
 
-    def __init__(self, cfg: DeviceConfig, baseline_onnx: bytes, eval_data: tuple[np.ndarray, np.ndarray]) -> None:
-        self._runner = DeviceRunner(cfg, baseline_onnx, eval_data)
+    def __init__(self, cfg: DeviceConfig, baseline_onnx: bytes, eval_refs: list[Any] | None) -> None:
+        self._runner = DeviceRunner(cfg, baseline_onnx, None if eval_refs is None else _Stored(eval_refs))
         self._lock = threading.Lock()  # one device job at a time
         self._count = threading.Lock()
         self._waiting = 0
@@ -117,8 +123,21 @@ class EdgeDevice:
         return {**self._runner.info(), "queue_length": waiting, "pid": os.getpid(), **job}
 
 
+class _Stored:
+    """The validation set's chunks in Ray's object store, fetched one at a time on each pass."""
+
+    def __init__(self, refs: list[Any]) -> None:
+        self.refs = refs
+
+    def __iter__(self) -> Iterator[EvalChunk]:
+        import ray
+
+        for ref in self.refs:
+            yield ray.get(ref)
+
+
 def start_device(
-    cfg: DeviceConfig, baseline_onnx: bytes, eval_data: tuple[np.ndarray, np.ndarray], start_timeout_s: float = 120.0
+    cfg: DeviceConfig, baseline_onnx: bytes, eval_data: EvalData | None, start_timeout_s: float = 120.0
 ) -> Any:
     """Create the named ``EdgeDevice`` actor.
 
@@ -139,7 +158,10 @@ def start_device(
     # arguments. Arguments passed by value live in the object store only while
     # something references them, so the driver puts them itself and keeps the
     # references for as long as it runs; otherwise a restart finds them gone.
-    args = (ray.put(baseline_onnx), ray.put(eval_data))
+    # The validation set goes in chunk by chunk (the driver never holds it
+    # whole when it is read from files); the actor fetches them as it goes.
+    chunks = None if eval_data is None else [ray.put(chunk) for chunk in as_chunks(eval_data)]
+    args = (ray.put(baseline_onnx), chunks)
     _KEEP_ALIVE[cfg.actor_name] = args
     actor: Any = (
         ray.remote(EdgeDevice)

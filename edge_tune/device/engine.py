@@ -94,7 +94,7 @@ class Engine:
         self._next = 0
         self._baseline: Any = None
         self._input: np.ndarray | None = None  # (1, C, H, W) float32, the timed input
-        self._eval: np.ndarray | None = None  # (N, C, H, W) float32, the validation images
+        self._classifiers: dict[int, Callable[[np.ndarray], np.ndarray]] = {}  # compiled once per loaded model
 
     # -- the interface -------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -121,6 +121,7 @@ class Engine:
 
     def release(self, handle: int) -> None:
         self._models.pop(handle, None)
+        self._classifiers.pop(handle, None)
 
     def set_baseline(self, handle: int, x: np.ndarray, profile_inferences: int) -> list[dict[str, Any]]:
         """Compile the baseline that ``measure`` interleaves against; returns its per-layer profile."""
@@ -146,16 +147,15 @@ class Engine:
         )
         return out
 
-    def set_eval(self, images: np.ndarray) -> None:
-        """The validation images (N, C, H, W) that ``predict`` classifies."""
-        self._eval = np.ascontiguousarray(images, dtype=np.float32)
-
-    def predict(self, handle: int) -> np.ndarray:
-        """Logits (N, classes) of the compiled model, one image at a time (batch 1, as deployed)."""
-        if self._eval is None:
-            raise RuntimeError("set_eval must come before predict")
-        infer = self._classifier(self._compile(self._models[handle], profile=False))
-        return np.stack([infer(self._eval[i : i + 1]) for i in range(len(self._eval))])
+    def predict(self, handle: int, images: np.ndarray) -> np.ndarray:
+        """Logits (N, classes) of the compiled model for ``images`` (N, C, H, W), one image at a time (batch 1,
+        as deployed). The model is compiled on the first call and kept until ``release``, so a validation set
+        sent in chunks is classified by one compiled model."""
+        if handle not in self._classifiers:
+            self._classifiers[handle] = self._classifier(self._compile(self._models[handle], profile=False))
+        infer = self._classifiers[handle]
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        return np.stack([infer(x[i : i + 1]) for i in range(len(x))])
 
     def _devices(self) -> list[str]:
         return list(self.core.available_devices)

@@ -39,8 +39,8 @@ import numpy as np
 
 __all__ = ["BOOTSTRAP", "OPS", "PROTOCOL", "decode", "encode", "read_frame", "serve"]
 
-PROTOCOL = 1
-OPS = ("load", "release", "set_baseline", "measure", "set_eval", "predict")  # Engine methods served
+PROTOCOL = 2
+OPS = ("load", "release", "set_baseline", "measure", "predict")  # Engine methods served
 
 # Makes edge_tune.device importable from its source directory alone, without
 # running the package's __init__ files (they import torch, Ray and more).

@@ -94,11 +94,8 @@ class RemoteEngine:
         out: dict[str, Any] = self._call("measure", handle=handle, plan=plan, profile_inferences=profile_inferences)
         return out
 
-    def set_eval(self, images: np.ndarray) -> None:
-        self._call("set_eval", images=images)
-
-    def predict(self, handle: int) -> np.ndarray:
-        out: np.ndarray = self._call("predict", handle=handle)
+    def predict(self, handle: int, images: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self._call("predict", handle=handle, images=images)
         return out
 
     def close(self) -> None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -25,7 +26,33 @@ from edge_tune.device.timing import ABSamples, TimingPlan, cv
 from edge_tune.errors import UserError
 from edge_tune.export import content_hash, structure_hash
 
-__all__ = ["DeviceAccuracy", "DeviceConfig", "DeviceRunner", "LatencyResult", "ModelError"]
+__all__ = [
+    "DeviceAccuracy",
+    "DeviceConfig",
+    "DeviceRunner",
+    "EvalData",
+    "LatencyResult",
+    "ModelError",
+    "as_chunks",
+    "chunked",
+]
+
+EVAL_CHUNK = 256  # validation images sent to the device at a time
+EvalChunk: TypeAlias = tuple[np.ndarray, np.ndarray]  # images (B, C, H, W) float32, normalised; labels (B,)
+# The validation set: any re-iterable of chunks (a list, chunks read from files or from Ray's object
+# store on each pass), or one pair of arrays (images, labels), which is cut into chunks.
+EvalData: TypeAlias = Iterable[EvalChunk] | tuple[np.ndarray, np.ndarray]
+
+
+def chunked(x: np.ndarray, y: np.ndarray, size: int = EVAL_CHUNK) -> list[EvalChunk]:
+    """Images (N, C, H, W) and labels (N,) as chunks of ``size``."""
+    return [(x[i : i + size], np.asarray(y[i : i + size])) for i in range(0, len(x), size)]
+
+
+def as_chunks(data: EvalData) -> Iterable[EvalChunk]:
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):
+        return chunked(data[0], np.asarray(data[1]))
+    return data  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -96,7 +123,7 @@ class DeviceRunner:
         self,
         cfg: DeviceConfig,
         baseline_onnx: bytes | None = None,
-        eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+        eval_data: EvalData | None = None,
     ) -> None:
         # Baseline and validation data come in through the constructor so that
         # an actor Ray restarts after a crash is whole again before it serves.
@@ -116,7 +143,7 @@ class DeviceRunner:
             )
         self._input: np.ndarray | None = None  # (1, C, H, W) float32, the timed input
         self._image_shape: tuple[int, ...] | None = None  # (C, H, W) of the validation images
-        self._labels: np.ndarray | None = None  # (N,)
+        self._eval: Iterable[EvalChunk] | None = None  # the validation set, passed over by each evaluate
         self._latency_cache: dict[str, LatencyResult] = {}
         self._accuracy_cache: dict[str, DeviceAccuracy] = {}
         self.baseline_layers: tuple[LayerTiming, ...] = ()
@@ -125,7 +152,7 @@ class DeviceRunner:
         if baseline_onnx is not None:
             self.set_baseline(baseline_onnx)
         if eval_data is not None:
-            self.set_eval_data(*eval_data)
+            self.set_eval_data(eval_data)
 
     def info(self) -> dict[str, Any]:
         up = max(time.time() - self.started, 1e-9)
@@ -170,11 +197,14 @@ class DeviceRunner:
         self.baseline_layers = _layers(rows)
         self._latency_cache.clear()
 
-    def set_eval_data(self, x: np.ndarray, y: np.ndarray) -> None:
-        """The validation images (N, C, H, W) float32 and labels (N,) for ``evaluate``."""
-        self.engine.set_eval(np.ascontiguousarray(x, dtype=np.float32))
+    def set_eval_data(self, data: EvalData) -> None:
+        """The validation set for ``evaluate``: chunks of images (B, C, H, W) float32 and labels (B,), or one
+        pair of arrays. Chunks are passed over on each evaluation, never gathered: a set read from files or
+        from Ray's object store stays out of this process's memory."""
+        self._eval = as_chunks(data)
+        first: Iterator[EvalChunk] = iter(self._eval)
+        x, _ = next(first)
         self._image_shape = tuple(x.shape[1:])
-        self._labels = np.asarray(y)
         self._accuracy_cache.clear()
 
     def benchmark(self, onnx_bytes: bytes) -> LatencyResult:
@@ -222,7 +252,7 @@ class DeviceRunner:
 
     def evaluate(self, onnx_bytes: bytes) -> DeviceAccuracy:
         """Top-1/top-5 of the compiled model on the validation images, one image at a time."""
-        if self._labels is None:
+        if self._eval is None:
             raise RuntimeError("set_eval_data() must be called before evaluate()")
         key = model_content(onnx_bytes)
         if key in self._accuracy_cache:
@@ -230,15 +260,17 @@ class DeviceRunner:
             return self._accuracy_cache[key]
         start = time.perf_counter()
         model = self._load(onnx_bytes)
+        correct1 = correct5 = images = 0
         try:
-            logits = self.engine.predict(model["handle"])  # (N, classes)
+            for x, y in self._eval:
+                logits = self.engine.predict(model["handle"], x)  # (B, classes)
+                top5 = np.argsort(-logits, axis=1)[:, :5]
+                correct1 += int(np.sum(top5[:, 0] == y))
+                correct5 += int(np.sum((top5 == np.asarray(y)[:, None]).any(1)))
+                images += len(y)
         finally:
             self.engine.release(model["handle"])
-        y = self._labels
-        top5 = np.argsort(-logits, axis=1)[:, :5]
-        acc = DeviceAccuracy(
-            100.0 * float(np.mean(top5[:, 0] == y)), 100.0 * float(np.mean((top5 == y[:, None]).any(1))), len(y)
-        )
+        acc = DeviceAccuracy(100.0 * correct1 / max(images, 1), 100.0 * correct5 / max(images, 1), images)
         self._accuracy_cache[key] = acc
         self.stats["evaluations"] += 1
         self.stats["busy_s"] += time.perf_counter() - start
