@@ -90,6 +90,12 @@ def _doc(**over):
     return doc
 
 
+def test_schedule_version_is_optional_as_distiller_never_reads_it():
+    doc = _doc()
+    del doc["version"]
+    assert parse_schedule(doc).pruners.keys() == {"p"}
+
+
 def test_schedule_policies_and_lr_steps():
     schedule = parse_schedule(_doc())
     assert [spec.name for spec, _ in schedule.pruners_at(0)] == ["p"] and not schedule.pruners_at(1)
