@@ -83,7 +83,7 @@ def main() -> None:
     base = experiment["baseline"]
     val_images = 10_000
     result = {
-        "command": " ".join(cmd[1:]).replace(str(work), "WORK"),
+        "command": " ".join(cmd[3:]).replace(str(work), "WORK"),  # after "python -m edge_tune.run"
         "train_epochs": args.train_epochs,
         "train_seconds": train_s,
         "search_seconds": search_s,
@@ -118,7 +118,7 @@ def report(r: dict) -> str:
         "",
         "Written by `python benchmarks/fmnist_weights.py` (two CPU cores, OpenVINO on the CPU).",
         "",
-        f"Command: `python -m {r['command']}`",
+        f"Command: `python -m edge_tune.run {r['command']}`",
         "",
         "| | |",
         "|---|---|",
