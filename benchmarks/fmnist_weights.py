@@ -88,6 +88,7 @@ def main() -> None:
         "train_seconds": train_s,
         "search_seconds": search_s,
         "trials": len(rows["trials"]),
+        "rows": [{k: t[k] for k in ("trial_id", "status", "config", "outcome")} for t in rows["trials"]],
         "baseline_top1": base["top1"],
         "baseline_top1_device": base["top1_device"],
         "baseline_latency_ms": base["latency_ms"],
@@ -98,7 +99,8 @@ def main() -> None:
         "best": best,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "fmnist_weights.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    text = json.dumps(result, indent=2, default=str).replace(str(work), "WORK")  # no path of this machine
+    (OUT / "fmnist_weights.json").write_text(text + "\n")
     (OUT / "fmnist_weights.md").write_text(report(result))
     print(report(result))
 
@@ -106,6 +108,12 @@ def main() -> None:
 def report(r: dict) -> str:
     best = r["best"]
     m = best.get("metrics", {})
+    trials = [
+        f"| {t['trial_id']} | {', '.join(f'{v:.3f}' for v in t['config'].values())} | "
+        f"{t['outcome'].get('speedup') or float('nan'):.3f}x | {t['outcome'].get('top1')} | "
+        f"{t['outcome'].get('top1_device')} |"
+        for t in r.get("rows", [])
+    ]
     if best["feasible"]:
         found = (
             f"trial {best['trial_id']}: {m['speedup']:.3f}x (95 % CI {m['speedup_ci_low']:.3f}-"
@@ -132,6 +140,10 @@ def report(r: dict) -> str:
         f"| one validation image | {r['points_per_image']:.2f} points (digits: {r['points_per_image_digits']:.2f}) |",
         f"| best feasible | {found} |",
         f"| its configuration | {json.dumps(best.get('config', {}))} |",
+        "",
+        "| trial | stage ratios | speed-up | top-1 % | on the device % |",
+        "|---|---|---|---|---|",
+        *trials,
         "",
     ]
     return "\n".join(lines)
