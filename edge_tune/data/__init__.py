@@ -129,16 +129,12 @@ def with_channels(data: Dataset, channels: int) -> Dataset:
         return data
     if data.in_channels != 1:
         raise ValueError(f"cannot turn {data.in_channels}-channel images into {channels}-channel ones")
-    if not data.in_memory:
+    if data.in_memory:
+        train: Split = TensorSplit(data.x_train.expand(-1, channels, -1, -1).contiguous(), data.y_train)
+        val: Split = TensorSplit(data.x_val.expand(-1, channels, -1, -1).contiguous(), data.y_val)
+    else:
         train, val = (s.with_channels(channels) for s in (data.train, data.val))  # type: ignore[attr-defined]
-        return replace(data, train=train, val=val, mean=data.mean * channels, std=data.std * channels)
-    return replace(
-        data,
-        train=TensorSplit(data.x_train.expand(-1, channels, -1, -1).contiguous(), data.y_train),
-        val=TensorSplit(data.x_val.expand(-1, channels, -1, -1).contiguous(), data.y_val),
-        mean=data.mean * channels,
-        std=data.std * channels,
-    )
+    return replace(data, train=train, val=val, mean=data.mean * channels, std=data.std * channels)
 
 
 def _stratified_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -84,6 +84,12 @@ def _image_files(root: Path, least: int = 2) -> tuple[tuple[str, ...], list[Path
     return classes, files, np.asarray(labels, dtype=np.int64)
 
 
+def _unreadable(path: Path | str, e: Exception) -> UserError:
+    """The one message for an image Pillow cannot read, when the folder loads or when a worker decodes it."""
+    reason = str(e).rstrip(".")
+    return UserError(f"cannot read image {path}: {reason}; remove or replace it (imagefolder reads what Pillow opens)")
+
+
 def _modes(files: Sequence[Path]) -> bool:
     """Whether every file is greyscale; reads only the headers, and names a file Pillow cannot open."""
     from PIL import Image
@@ -94,10 +100,7 @@ def _modes(files: Sequence[Path]) -> bool:
             with Image.open(path) as im:
                 grey = grey and im.mode in _GREY_MODES
         except Exception as e:  # not an image, or a format Pillow lacks
-            reason = str(e).rstrip(".")
-            raise UserError(
-                f"cannot read image {path}: {reason}; remove or replace it (imagefolder reads what Pillow opens)"
-            ) from e
+            raise _unreadable(path, e) from e
     return grey
 
 
@@ -150,15 +153,10 @@ class FolderSplit:
 
     def load(self, index: int, train: bool = False, seed: int = 0) -> torch.Tensor:
         """Image ``index`` (C, H, W) float32, normalised; augmented from (``seed``, ``index``) when ``train``."""
-
         try:
             return self._load(index, train, seed)
         except Exception as e:  # truncated past its header, or unreadable since the folder was listed
-            reason = str(e).rstrip(".")
-            raise UserError(
-                f"cannot read image {self.files[index]}: {reason}; remove or replace it (imagefolder reads what "
-                "Pillow opens)"
-            ) from None
+            raise _unreadable(self.files[index], e) from None
 
     def _load(self, index: int, train: bool, seed: int) -> torch.Tensor:
         from PIL import Image

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeAlias
 
@@ -142,7 +142,6 @@ class DeviceRunner:
                 f"available: {', '.join(available)}"
             )
         self._input: np.ndarray | None = None  # (1, C, H, W) float32, the timed input
-        self._image_shape: tuple[int, ...] | None = None  # (C, H, W) of the validation images
         self._eval: Iterable[EvalChunk] | None = None  # the validation set, passed over by each evaluate
         self._latency_cache: dict[str, LatencyResult] = {}
         self._accuracy_cache: dict[str, DeviceAccuracy] = {}
@@ -172,17 +171,12 @@ class DeviceRunner:
         }
 
     def _load(self, onnx_bytes: bytes) -> dict[str, Any]:
-        """Read the model on the device and check its input against the baseline and the data."""
+        """Read the model on the device and check its input against the baseline's."""
         model = self.engine.load(onnx_bytes)
         shape = tuple(model["input_shape"]) if model["input_shape"] is not None else None
-        problem = None
         if self._input is not None and shape != self._input.shape:
-            problem = f"model input shape {shape} differs from the baseline's {self._input.shape}"
-        elif self._image_shape is not None and shape is not None and shape[1:] != self._image_shape:
-            problem = f"model input shape {shape} does not fit the dataset's images {self._image_shape}"
-        if problem:
             self.engine.release(model["handle"])
-            raise ModelError(problem)
+            raise ModelError(f"model input shape {shape} differs from the baseline's {self._input.shape}")
         return model
 
     def set_baseline(self, onnx_bytes: bytes) -> None:
@@ -202,9 +196,6 @@ class DeviceRunner:
         pair of arrays. Chunks are passed over on each evaluation, never gathered: a set read from files or
         from Ray's object store stays out of this process's memory."""
         self._eval = as_chunks(data)
-        first: Iterator[EvalChunk] = iter(self._eval)
-        x, _ = next(first)
-        self._image_shape = tuple(x.shape[1:])
         self._accuracy_cache.clear()
 
     def benchmark(self, onnx_bytes: bytes) -> LatencyResult:
@@ -260,9 +251,14 @@ class DeviceRunner:
             return self._accuracy_cache[key]
         start = time.perf_counter()
         model = self._load(onnx_bytes)
+        shape = model["input_shape"]
         correct1 = correct5 = images = 0
         try:
-            for x, y in self._eval:
+            for x, y in self._eval:  # the images' shape is checked where they are used, not read ahead for it
+                if shape is not None and tuple(x.shape[1:]) != tuple(shape[1:]):
+                    raise ModelError(
+                        f"model input shape {tuple(shape)} does not fit the dataset's images {tuple(x.shape[1:])}"
+                    )
                 logits = self.engine.predict(model["handle"], x)  # (B, classes)
                 top5 = np.argsort(-logits, axis=1)[:, :5]
                 correct1 += int(np.sum(top5[:, 0] == y))
