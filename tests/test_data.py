@@ -1,6 +1,7 @@
 import io
 import pickle
 import re
+import signal
 import struct
 from collections import OrderedDict
 from pathlib import Path
@@ -309,7 +310,9 @@ def test_imagefolder_augments_the_same_whatever_the_number_of_workers(tmp_path):
             Image.fromarray(rng.integers(0, 256, (30 + j, 50, 3), dtype=np.uint8)).save(tmp_path / label / f"{j}.png")
     one = load_dataset("imagefolder", tmp_path, input_size=(16, 16), workers=0)
     two = load_dataset("imagefolder", tmp_path, input_size=(16, 16), workers=2)
+    before = signal.getsignal(signal.SIGCHLD)
     runs = [every_batch(d.train, shuffle=torch.Generator().manual_seed(3), augment=True) for d in (one, two, one)]
+    assert signal.getsignal(signal.SIGCHLD) == before  # the workers' SIGCHLD handler goes with them
     assert all(torch.equal(runs[0][0], r[0]) and torch.equal(runs[0][1], r[1]) for r in runs[1:])
     plain = one.train.images(range(len(one.train)))[torch.argsort(torch.argsort(runs[0][1]))]
     assert not torch.equal(runs[0][0], plain)  # random crops, not the centre

@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -196,13 +199,37 @@ class FolderSplit:
             num_workers=self.workers,
             prefetch_factor=2 if self.workers else None,
         )
+        previous = signal.getsignal(signal.SIGCHLD) if _main_thread() else None
         try:
             yield from loader
         except UserError as e:  # from a worker, the message comes back with the worker's traceback before it
             raise UserError(str(e).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
+        finally:
+            if previous is not None and self.workers:
+                _restore_sigchld(previous)
 
     def images(self, indices: Sequence[int]) -> torch.Tensor:
         return torch.stack([self.load(int(i)) for i in indices])
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _restore_sigchld(previous: Any) -> None:
+    """Put back the SIGCHLD handler that was there before a ``DataLoader`` with workers started.
+
+    The ``DataLoader`` installs a Python SIGCHLD handler in the main thread (to notice a worker that
+    died) and leaves it there for good, so every later child process that exits interrupts the main
+    thread with a signal. In a process that had also run OpenVINO, on a CPU with AMX, that delivery
+    failed: the kernel killed the process with SIGSEGV (``si_code`` SI_KERNEL, the main thread waiting
+    in ``poll`` for a subprocess), and no Python handler ran. The handler is needed only while the
+    workers live; torch is told to install it again for the next loader.
+    """
+    from torch.utils.data._utils import signal_handling
+
+    signal.signal(signal.SIGCHLD, previous)
+    signal_handling._SIGCHLD_handler_set = False
 
 
 class _Images(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
