@@ -52,6 +52,7 @@ class ExperimentConfig:
     trial_cpus: int = 1  # CPUs (torch threads) per trial
     gpus_per_trial: str = "auto"  # GPUs per trial: a number, or auto (1 when the cluster has GPUs, else 0)
     measure_after_finetune: bool = False  # benchmark after fine-tuning instead of during it (slower)
+    truncate_lr: bool = False  # an lr scheduler's policy may run past fine-tuning's last epoch (cut there)
     resume: bool = False  # continue the experiment output_dir/name: finished trials are kept, not re-run
     argv: list[str] = field(default_factory=list)  # the command line, saved so --resume can rebuild this config
     address: str | None = None  # Ray cluster to join; None starts a local one

@@ -8,7 +8,6 @@ once, and run the Tuner.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
@@ -20,13 +19,12 @@ import torch
 
 from edge_tune.baseline import Baseline, describe, load_baseline
 from edge_tune.cluster import ray_address, start_ray, trial_gpus
-from edge_tune.compression import apply_pruners, check_schedule_fits, count_macs_params, parse_schedule
+from edge_tune.compression import count_macs_params
 from edge_tune.config import RUN_FILE, ExperimentConfig
 from edge_tune.contract import fit_data_to_model
 from edge_tune.data import Chunks, Dataset, load_dataset
 from edge_tune.device import DeviceAccuracy, LatencyResult, start_device
 from edge_tune.early_stop import make_early_stopping
-from edge_tune.errors import UserError
 from edge_tune.finish import EXIT_INTERRUPTED, finish
 from edge_tune.objective import Objective, check_reachable, parse_threshold
 from edge_tune.progress import await_device, log, progress_callback
@@ -47,15 +45,16 @@ def finetune_epochs(cfg: ExperimentConfig, finetune: TrainConfig) -> int:
     return int({**cfg.space.finetune, **cfg.finetune_overrides}.get("epochs", finetune.epochs))
 
 
-def dry_run_schedule(space: SearchSpace, data: Dataset, model: torch.nn.Module, epochs: int) -> None:
+def dry_run_schedule(cfg: ExperimentConfig, data: Dataset, model: torch.nn.Module, epochs: int) -> None:
     """Render the schedule at the space's midpoint and run every pruner on a throwaway copy, so that
-    weight names, groups that cannot be pruned and policies beyond fine-tuning are reported before any trial."""
-    schedule = parse_schedule(space.render(space.midpoint())[0])
-    try:
-        check_schedule_fits(schedule, epochs)
-        apply_pruners(copy.deepcopy(model), list(schedule.pruners.values()), torch.zeros(1, *data.input_shape))
-    except ValueError as exc:
-        raise UserError(f"{space.path}: {exc}") from exc
+    weight names, groups that cannot be pruned and policies beyond fine-tuning are reported before any
+    trial; a thinner's ``arch``/``dataset`` that are not this run's are a warning."""
+    from edge_tune.check import plan_schedule, thinner_warnings
+
+    space = cfg.space
+    plan = plan_schedule(space, space.midpoint(), model, torch.zeros(1, *data.input_shape), epochs, cfg.truncate_lr)
+    for line in thinner_warnings(plan.schedule, cfg.model or space.model, data.name):
+        log(f"warning: {space.path}: {line}")
 
 
 @dataclass
@@ -106,7 +105,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     threshold_spec = parse_threshold(cfg.accuracy_threshold)
     finetune = replace(cfg.finetune, seed=cfg.seed)
     model, data = fit_data_to_model(model_name, data, log)
-    dry_run_schedule(space, data, model, finetune_epochs(cfg, finetune))
+    dry_run_schedule(cfg, data, model, finetune_epochs(cfg, finetune))
     started = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
     quiet = (lambda _: None) if cfg.quiet else log
@@ -154,6 +153,7 @@ def _trial_context(p: Prepared, base: OnDevice, resources: dict[str, float]) -> 
         cfg.measure_after_finetune,
         gpus=trial_gpus(cfg.gpus_per_trial, resources, joined=ray_address(cfg) is not None),
         normalisation=(cfg.mean, cfg.std),
+        truncate_lr=cfg.truncate_lr,
     )
 
 
@@ -170,17 +170,21 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
     cfg, space = p.cfg, p.space
     resources = ray.cluster_resources()
     ctx = _trial_context(p, base, resources)
-    settings = SearchSettings(space.params, cfg.initial_points, cfg.seed, cfg.num_samples, p.objective.constrained)
     concurrent = _concurrency(cfg, resources, ctx.gpus)
     scheduler = make_early_stopping(cfg.early_stop, p.objective.threshold, finetune_epochs(cfg, p.finetune))
     wandb_mode = resolve_mode(cfg.wandb)
-    tuner = _build_tuner(cfg, ctx, make_searcher(cfg.searcher, settings), scheduler, concurrent, p.name, wandb_mode)
+    searcher = None  # a fixed configuration: Tune's own generator runs it once
+    if not space.fixed:
+        settings = SearchSettings(space.params, cfg.initial_points, cfg.seed, cfg.num_samples, p.objective.constrained)
+        searcher = make_searcher(cfg.searcher, settings)
+    tuner = _build_tuner(cfg, ctx, searcher, scheduler, concurrent, p.name, wandb_mode)
     if not cfg.resume:  # what --resume needs to rebuild this run; written before any trial
         p.out_dir.mkdir(parents=True, exist_ok=True)
-        run = {"argv": cfg.argv, "space": str(space.path.resolve()), "cwd": os.getcwd()}
-        (p.out_dir / RUN_FILE).write_text(json.dumps(run, indent=2))
+        run = {"argv": cfg.argv, "space": str(space.path.resolve()), "schedule": space.schedule_file}
+        (p.out_dir / RUN_FILE).write_text(json.dumps(run | {"cwd": os.getcwd()}, indent=2))
+    what = "one fixed configuration" if space.fixed else f"{cfg.num_samples} trials, searcher {cfg.searcher}"
     log(
-        f"searching {space.name}: {cfg.num_samples} trials, {concurrent} at a time, searcher {cfg.searcher}, "
+        f"searching {space.name}: {what}, {concurrent} at a time, "
         + (f"{ctx.gpus:g} GPU(s) per trial" if ctx.gpus else f"{cfg.trial_cpus} CPU(s) per trial, no GPU")
     )
     search_started = time.perf_counter()
@@ -227,7 +231,9 @@ def _summary(p: Prepared, base: OnDevice) -> dict[str, Any]:
         },
         "device": asdict(cfg.device),
         "precision": base.latency.precision,
-        "finetune": {**asdict(p.finetune), **p.space.finetune, **cfg.finetune_overrides},
+        # Filled-in values only: a searched one (``${lr}``) is each trial's, in best.json and results.json.
+        "finetune": {**asdict(p.finetune), **_fixed_finetune(p.space), **cfg.finetune_overrides},
+        "finetune_searched": [k for k in p.space.searched_finetune() if k not in cfg.finetune_overrides],
         "searcher": cfg.searcher,
         "objective": p.objective.kind,
         "latency_weight": p.objective.latency_weight,
@@ -235,6 +241,12 @@ def _summary(p: Prepared, base: OnDevice) -> dict[str, Any]:
         "num_samples": cfg.num_samples,
         "measure_after_finetune": cfg.measure_after_finetune,
     }
+
+
+def _fixed_finetune(space: SearchSpace) -> dict[str, Any]:
+    """The space's ``finetune`` section with fixed values filled in and searched ones left out."""
+    searched = set(space.searched_finetune())
+    return {k: v for k, v in space.render(space.midpoint())[1].items() if k not in searched}
 
 
 def _build_tuner(
@@ -268,7 +280,7 @@ def _build_tuner(
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent) if searcher is not None else None,
             scheduler=scheduler,
             num_samples=cfg.num_samples,
         ),

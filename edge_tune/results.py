@@ -268,9 +268,11 @@ def write_outputs(
     if best is not None:
         summary["faster_than_baseline"] = best.outcome.faster_than_baseline()
     if chosen is not None:
-        schedule = None
+        schedule = finetune = None
         if chosen.checkpoint is not None:
             schedule = yaml.safe_load((chosen.checkpoint / "schedule.yaml").read_text())
+            if (chosen.checkpoint / "finetune.json").exists():  # the fine-tuning it had, every value filled in
+                finetune = json.loads((chosen.checkpoint / "finetune.json").read_text())
             write_deliverable(chosen.checkpoint, out_dir / "best", trial_metrics(chosen, reference))
             if (chosen.checkpoint / "layers.csv").exists():
                 layers = compare_layers(baseline_layers, read_layers(chosen.checkpoint / "layers.csv"))
@@ -280,6 +282,7 @@ def write_outputs(
             "config": chosen.config,
             "metrics": _values(chosen, reference),
             "schedule": schedule,
+            "finetune": finetune,
         }
     (out_dir / "best.json").write_text(json.dumps(json_safe(summary), indent=2, default=str))
     return best, layers

@@ -51,7 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
             "keeping top-1 above a threshold."
         ),
     )
-    p.add_argument("--space", default=None, help="search space: a name in search_spaces/ or a .yaml path (required)")
+    p.add_argument("--space", default=None, help="search space: a name in search_spaces/ or a .yaml path")
+    p.add_argument(
+        "--schedule",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="instead of --space: a Distiller schedule file run as written, as one trial, on --model, --weights "
+        "and --dataset (fine-tuning epochs default to its last pruning, regularizing or thinning epoch + 1)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the space or schedule with the model and data, without training; print what would run "
+        "(pruners, their layers and sparsities, the final architecture and its MACs) and exit 0, or 2",
+    )
     _defaulted(
         p,
         "--accuracy-threshold",
@@ -79,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help=f"fine-tuning epochs per trial (default: space file, else {default('finetune').epochs})",
+    )
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: space file, else 0.01)")
+    p.add_argument(
+        "--truncate-lr",
+        action="store_true",
+        help="let an lr scheduler's policy end with fine-tuning when it would run longer (otherwise an error)",
     )
     p.add_argument(
         "--baseline-epochs",
@@ -193,8 +213,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume is None:
-        if args.space is None:
-            parser.error("the following arguments are required: --space")
+        if (args.space is None) == (args.schedule is None):
+            raise UserError("give --space (a search) or --schedule (one Distiller schedule, as written), not both")
         return args
     if [a for a in argv if a.startswith("--") and a != "--resume"]:
         raise UserError("--resume takes the experiment's own settings; give it no other flags")
@@ -212,30 +232,38 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from edge_tune.config import ExperimentConfig
     from edge_tune.data import parse_input_size
     from edge_tune.device import DeviceConfig, TimingPlan
-    from edge_tune.space import find_space
+    from edge_tune.space import find_space, schedule_space
     from edge_tune.tool_flags import normalisation_from_flags
 
     for flag in ("num_samples", "max_concurrent", "epochs", "baseline_epochs", "initial_points", "device_threads"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
-    space = find_space(args.space)
+    if args.lr is not None and not args.lr > 0:
+        raise UserError(f"--lr {args.lr}: a learning rate must be above 0")
+    space = schedule_space(args.schedule) if args.schedule else find_space(args.space)
     cfg = ExperimentConfig(space=space)
     search = space.search
     smoke = dict(SMOKE) if args.smoke else {}
+    needed = _needed_epochs(space)
     if smoke:  # one epoch, or as few as the schedule's last pruning step needs
-        from edge_tune.compression import parse_schedule
-
-        try:
-            last = parse_schedule(space.render(space.midpoint())[0]).last_epoch()
-        except ValueError as exc:
-            raise UserError(f"{space.path}: {exc}") from exc
-        smoke["epochs"] = max(smoke["epochs"], last + 1)
+        smoke["epochs"] = max(smoke["epochs"], needed)
+    if space.fixed:
+        if args.num_samples not in (None, 1):
+            what = "--schedule" if args.schedule else "--space"
+            raise UserError(
+                f"--num-samples {args.num_samples}: {what} {space.path} searches no parameter, so it is one "
+                "trial; leave --num-samples out"
+            )
+        smoke["num_samples"] = 1
     cfg.num_samples = args.num_samples or smoke.get("num_samples") or search.get("num_samples", cfg.num_samples)
     cfg.max_concurrent = args.max_concurrent or search.get("max_concurrent", 0)
     cfg.initial_points = (
         args.initial_points or smoke.get("initial_points") or search.get("initial_points", cfg.initial_points)
     )
-    epochs = args.epochs or smoke.get("epochs")
+    epochs = args.epochs or smoke.get("epochs") or (needed if args.schedule else None)
     cfg.finetune_overrides = {"epochs": epochs} if epochs else {}
+    if args.lr is not None:
+        cfg.finetune_overrides["lr"] = args.lr
+    cfg.truncate_lr = args.truncate_lr
     cfg.baseline = replace(
         cfg.baseline, epochs=args.baseline_epochs or smoke.get("baseline_epochs") or cfg.baseline.epochs
     )
@@ -273,6 +301,17 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return cfg
 
 
+def _needed_epochs(space: Any) -> int:
+    """Fine-tuning epochs the schedule needs: its last pruning, regularizing or thinning epoch, plus one."""
+    from edge_tune.compression import parse_schedule
+    from edge_tune.space import located
+
+    try:
+        return parse_schedule(space.render(space.midpoint())[0]).last_epoch() + 1
+    except ValueError as exc:
+        raise located(space.path, space.path.read_text(), exc, space.schedule_file) from exc
+
+
 def resume_args(folder: Path) -> argparse.Namespace:
     """The saved command line of the experiment in ``folder``, pointed back at that folder."""
     from edge_tune.config import RUN_FILE
@@ -282,7 +321,10 @@ def resume_args(folder: Path) -> argparse.Namespace:
         raise UserError(f"--resume {folder}: not an edge_tune experiment folder (it has no {RUN_FILE})")
     run = json.loads(saved.read_text())
     args = build_parser().parse_args(run["argv"])
-    args.space = run["space"]  # resolved when saved: --resume may run from another folder
+    if run.get("schedule"):  # resolved when saved: --resume may run from another folder
+        args.schedule, args.space = Path(run["space"]), None
+    else:
+        args.space = run["space"]
     for flag in ("data_dir", "cache_dir", "weights"):
         if getattr(args, flag) is not None:
             setattr(args, flag, Path(run["cwd"]) / getattr(args, flag))
@@ -298,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         args = _parse(argv)
         cfg = config_from_args(args)
         cfg.argv, cfg.resume = list(argv), args.resume is not None
+        if args.check:
+            from edge_tune.check import check_run
+
+            return check_run(cfg)
         return run_experiment(cfg)
     except UserError as exc:
         print(f"edge-tune: error: {exc}", file=sys.stderr)

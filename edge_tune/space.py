@@ -12,13 +12,16 @@ A space file (``search_spaces/NAME.yaml``) holds::
       stage1: {type: float, low: 0.0, high: 0.8}
       width:  {type: int, low: 1, high: 4}
       int8:   {type: choice, values: [false, true]}
+      lr: 0.01                 # a plain value is fixed, not searched
     finetune: {epochs: 3, lr: 0.01}       # TrainConfig fields; may refer to params
     search: {num_samples: 16}             # defaults the CLI can override
     schedule: {version: 1, pruners: ...}  # Distiller's schedule format
 
 Anywhere in ``schedule`` or ``finetune`` the string ``${name}`` stands for the
 value of parameter ``name``. Every mistake raises ``UserError`` naming the
-file and the key.
+file and the key. A space whose parameters are all fixed (or that has none)
+is one configuration: a run of one trial. ``schedule_space`` wraps a plain
+Distiller schedule file (``--schedule FILE``) the same way, unchanged.
 """
 
 from __future__ import annotations
@@ -69,13 +72,29 @@ class SearchSpace:
     input_size: str = ""  # "H" or "HxW" pixels; "" = the dataset's natural size
     mean: str = ""  # the normalisation the weights want, per channel, comma-separated; "" = the dataset's default
     std: str = ""
+    constants: dict[str, Any] = field(default_factory=dict)  # params given a plain value: fixed, not searched
+    schedule_file: bool = False  # a plain Distiller schedule (--schedule): its keys have no ``schedule.`` prefix
+
+    @property
+    def fixed(self) -> bool:
+        """Nothing to search: one configuration, one trial."""
+        return not self.params
 
     def render(self, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The concrete (schedule, finetune) for one configuration of the params."""
         missing = sorted(set(self.params) - set(config))
         if missing:
             raise UserError(f"{self.path}: configuration lacks parameter(s) {', '.join(missing)}")
-        return _substitute(self.schedule, config), _substitute(self.finetune, config)
+        values = {**self.constants, **config}
+        return _substitute(self.schedule, values), _substitute(self.finetune, values)
+
+    def searched_finetune(self) -> list[str]:
+        """The ``finetune`` keys that refer to a searched parameter: they differ from trial to trial."""
+        return sorted(
+            k
+            for k, v in self.finetune.items()
+            if isinstance(v, str) and (m := _REF.match(v)) and (m.group(1) in self.params)
+        )
 
     def to_tune(self) -> dict[str, Any]:
         return {name: p.to_tune() for name, p in self.params.items()}
@@ -117,7 +136,9 @@ def _references(node: Any, where: str) -> list[tuple[str, str]]:
 
 def _parse_param(name: str, spec: Any, where: str) -> Param:
     if not isinstance(spec, dict):
-        raise ValueError(f"{where}: expected a mapping like {{type: float, low: 0.0, high: 0.8}}")
+        raise ValueError(
+            f"{where}: expected a mapping like {{type: float, low: 0.0, high: 0.8}}, or a plain value to fix it"
+        )
     kind = PARAM_TYPES.get(spec.get("type"))  # type: ignore[arg-type]
     if kind is None:
         raise ValueError(f"{where}.type: must be {', '.join(PARAM_TYPES)}, got {spec.get('type')!r}")
@@ -133,9 +154,10 @@ def _parse(name: str, path: Path, doc: Any) -> SearchSpace:
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown key; a space file has {', '.join(sorted(_TOP_KEYS))}")
-    for key in ("params", "schedule"):
-        if not isinstance(doc.get(key), dict):
-            raise ValueError(f"{key}: required, and must be a mapping")
+    if not isinstance(doc.get("schedule"), dict):
+        raise ValueError("schedule: required, and must be a mapping")
+    if not isinstance(doc.get("params") or {}, dict):
+        raise ValueError("params: must be a mapping of parameter names to domains or fixed values")
     search = doc.get("search") or {}
     bad = sorted(set(search) - _SEARCH_KEYS)
     if bad:
@@ -143,15 +165,17 @@ def _parse(name: str, path: Path, doc: Any) -> SearchSpace:
     for key, value in search.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"search.{key}: {value!r} is not a whole number of at least 1")
-    params = {p: _parse_param(p, s, f"params.{p}") for p, s in doc["params"].items()}
-    if not params:
-        raise ValueError("params: at least one parameter is needed to search")
+    given = doc.get("params") or {}
+    constants = {p: v for p, v in given.items() if not isinstance(v, (dict, list))}
+    params = {p: _parse_param(p, s, f"params.{p}") for p, s in given.items() if p not in constants}
     finetune = doc.get("finetune") or {}
     refs = _references(doc["schedule"], "schedule") + _references(finetune, "finetune")
     for ref, where in refs:
-        if ref not in params:
-            raise ValueError(f"{where}: refers to undefined parameter ${{{ref}}}; defined: {', '.join(params)}")
-    unused = sorted(set(params) - {r for r, _ in refs})
+        if ref not in params and ref not in constants:
+            raise ValueError(
+                f"{where}: refers to undefined parameter ${{{ref}}}; defined: {', '.join(given) or 'none'}"
+            )
+    unused = sorted(set(given) - {r for r, _ in refs})
     if unused:
         raise ValueError(f"params.{unused[0]}: defined but never referred to as ${{{unused[0]}}}")
     _check_finetune_keys(finetune)
@@ -169,6 +193,7 @@ def _parse(name: str, path: Path, doc: Any) -> SearchSpace:
         input_size=_input_size(doc.get("input_size")),
         mean=_stats(doc.get("mean"), "mean"),
         std=_stats(doc.get("std"), "std"),
+        constants=constants,
     )
 
 
@@ -220,11 +245,7 @@ def _check_finetune_keys(finetune: dict[str, Any]) -> None:
 
 def load_space(path: Path, name: str | None = None) -> SearchSpace:
     """Parse and validate a space file; every error names the file and key."""
-    try:
-        text = path.read_text()
-        doc = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{path}: cannot read the search space: {exc}") from exc
+    text, doc = _read_yaml(path, "the search space")
     try:
         space = _parse(name or path.stem, path, doc)
         from edge_tune.compression import parse_schedule
@@ -232,9 +253,52 @@ def load_space(path: Path, name: str | None = None) -> SearchSpace:
         for corner in (space.midpoint(), space.corner("low"), space.corner("high")):
             parse_schedule(space.render(corner)[0])  # schedule errors now, not in a trial
     except ValueError as exc:
-        line = line_of(text, str(exc).split(":", 1)[0])
-        raise UserError(f"{path}{f', line {line}' if line else ''}: {exc}") from exc
+        raise located(path, text, exc) from exc
     return space
+
+
+def schedule_space(path: Path) -> SearchSpace:
+    """``--schedule FILE``: a Distiller schedule as written, run as one trial (a space with no parameters).
+
+    The model, dataset and fine-tuning come from the flags; every error names the file, the key and
+    its line.
+    """
+    if not path.is_file():
+        raise UserError(f"--schedule {path}: no such file")
+    text, doc = _read_yaml(path, "the schedule")
+    if isinstance(doc, dict) and ("params" in doc or "schedule" in doc):
+        raise UserError(f"--schedule {path}: this is a search space (it has params or schedule); use --space {path}")
+    space = SearchSpace(path.stem, path, "resnet20", "digits", {}, doc, search={"num_samples": 1}, schedule_file=True)
+    try:
+        refs = _references(doc, "schedule")
+        if refs:
+            raise ValueError(
+                f"{refs[0][1]}: ${{{refs[0][0]}}} is a parameter, and a schedule given with --schedule runs as "
+                "written; put it in a space file's schedule section with params, and pass that with --space"
+            )
+        from edge_tune.compression import parse_schedule
+
+        parse_schedule(doc)
+    except ValueError as exc:
+        raise located(path, text, exc, schedule_file=True) from exc
+    return space
+
+
+def _read_yaml(path: Path, what: str) -> tuple[str, Any]:
+    try:
+        text = path.read_text()
+        return text, yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: cannot read {what}: {exc}") from exc
+
+
+def located(path: Path, text: str, exc: Exception, schedule_file: bool = False) -> UserError:
+    """A ``UserError`` naming ``path`` and the line of the key the message starts with."""
+    key = str(exc).split(":", 1)[0]
+    if schedule_file:
+        key = key.removeprefix("schedule.").removeprefix("schedule")
+    line = line_of(text, key)
+    return UserError(f"{path}{f', line {line}' if line else ''}: {exc}")
 
 
 def line_of(text: str, key_path: str) -> int | None:

@@ -49,10 +49,18 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 256) -> Accuracy:
     return Accuracy(100.0 * correct1 / max(seen, 1), 100.0 * correct5 / max(seen, 1))
 
 
+Penalty = Callable[[], "torch.Tensor | None"]  # a regularizer's term, added to each step's loss
+
+
 def train_epoch(
-    model: nn.Module, opt: torch.optim.Optimizer, data: Dataset, cfg: TrainConfig, gen: torch.Generator
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    data: Dataset,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    penalty: Penalty | None = None,
 ) -> float:
-    """One pass over the training split; returns the mean loss.
+    """One pass over the training split; returns the mean loss (cross-entropy, without ``penalty``).
 
     On a GPU the forward pass runs in mixed precision (float16 autocast, the
     loss scaled against underflow) on channels-last images, as GPU training
@@ -73,8 +81,9 @@ def train_epoch(
             loss = F.cross_entropy(model(x), y.to(dev))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {steps}")
+        extra = penalty() if penalty is not None else None
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(loss if extra is None else loss + extra).backward()
         scaler.step(opt)  # skipped when the scaled gradients overflowed; the scale then shrinks
         scaler.update()
         total, steps = total + loss.item(), steps + 1
@@ -95,13 +104,15 @@ def fine_tune(
     *,
     on_epoch_start: Callable[[int, torch.optim.Optimizer], torch.optim.Optimizer | None] | None = None,
     on_epoch_end: EpochHook | None = None,
+    penalty: Penalty | None = None,
 ) -> Accuracy:
     """Train ``model`` in place for ``cfg.epochs``; returns the final validation accuracy.
 
     ``on_epoch_start(epoch, optimizer)`` is where a compression schedule acts
     (pruning steps, learning-rate changes); it returns a new optimizer when
     thinning replaced the model's parameters. ``on_epoch_end`` sees the epoch's
-    loss and validation accuracy (for reporting to Ray Tune).
+    loss and validation accuracy (for reporting to Ray Tune). ``penalty`` is
+    added to every step's loss (a schedule's regularizers).
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     opt: torch.optim.Optimizer = make_optimizer(model, cfg)
@@ -109,7 +120,7 @@ def fine_tune(
     for epoch in range(cfg.epochs):
         if on_epoch_start is not None:
             opt = on_epoch_start(epoch, opt) or opt
-        loss = train_epoch(model, opt, data, cfg, gen)
+        loss = train_epoch(model, opt, data, cfg, gen, penalty)
         acc = evaluate(model, data.val)
         if on_epoch_end is not None:
             on_epoch_end(epoch, loss, acc)

@@ -9,10 +9,12 @@ the latency is known) so Ray Tune's metric checks hold for every result.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tempfile
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ class TrialContext:
     measure_after_finetune: bool = False  # the original, serial order; for benchmarks/overlap.py
     gpus: float = 0.0  # GPUs Ray gives each trial (--gpus-per-trial); fine-tuning runs on CUDA when > 0
     normalisation: tuple[tuple[float, ...] | None, tuple[float, ...] | None] = (None, None)  # --mean, --std
+    truncate_lr: bool = False  # --truncate-lr: an lr scheduler's policy may outlast fine-tuning
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -74,17 +77,19 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     model = ctx.baseline.build(data.num_classes, data.in_channels)
     example = torch.zeros(1, *data.input_shape)  # (1, C, H, W): the device runs batch 1
     cfg = replace(ctx.train, **{**finetune, **ctx.train_overrides})
-    check_schedule_fits(schedule, cfg.epochs)
-    compression = CompressionScheduler(model, schedule, example, lambda m: make_optimizer(m, cfg))
+    check_schedule_fits(schedule, cfg.epochs, ctx.truncate_lr)
+    compression = CompressionScheduler(
+        model, schedule, example, lambda m: make_optimizer(m, cfg), lambda: activation_batches(data, cfg)
+    )
     train_on = torch.device("cuda" if ctx.gpus and torch.cuda.is_available() else "cpu")
     device = get_device(ctx.device_actor)
-    # Latency depends only on the architecture, which the schedule fixes in
-    # advance: measure the planned network while fine-tuning runs.
-    planned, _ = compression.planned_model()
+    # Latency depends only on the architecture, which a schedule of pruners
+    # fixes in advance: measure the planned network while fine-tuning runs.
     latency_ref = None
-    if not ctx.measure_after_finetune:
+    if not ctx.measure_after_finetune and schedule.planned:
+        planned, _ = compression.planned_model()
         latency_ref = device.benchmark.remote(deployable(planned, example, schedule, data)[1])
-    del planned
+        del planned
     model.to(train_on)  # Ray's CUDA_VISIBLE_DEVICES makes "cuda" this trial's GPU
     if train_on.type == "cuda":  # channels-last convolutions are the fast layout for mixed precision
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -104,7 +109,14 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         )
         tune.report(progress.to_dict(measured_only=True))
 
-    fine_tune(model, data, cfg, on_epoch_start=compression.on_epoch_start, on_epoch_end=epoch_end)
+    fine_tune(
+        model,
+        data,
+        cfg,
+        on_epoch_start=compression.on_epoch_start,
+        on_epoch_end=epoch_end,
+        penalty=compression.regularizer_loss,
+    )
     pruned = compression.finish()  # thins what the schedule left masked
     model.cpu()  # what the device runs is exported from the CPU copy
     acc = evaluate(model, data.val)
@@ -140,6 +152,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             Path(tmp, "model_int8.xml").write_bytes(xml)
             Path(tmp, "model_int8.bin").write_bytes(weights)
         Path(tmp, "schedule.yaml").write_text(yaml.safe_dump(schedule.raw, sort_keys=False))
+        Path(tmp, "finetune.json").write_text(json.dumps(asdict(cfg), indent=2))
         torch.save(model.state_dict(), Path(tmp, "state_dict.pt"))  # rebuilt by edge_tune.deliverable.load_pruned
         architecture = {
             "model": ctx.baseline.model_name,
@@ -152,6 +165,15 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         Path(tmp, "architecture.json").write_text(json.dumps(architecture, indent=2))
         write_layers(Path(tmp, "layers.csv"), latency.layers)
         tune.report(outcome.to_dict(), checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+ACTIVATION_BATCHES = 16  # training batches an activation-ranked pruner records feature maps on
+
+
+def activation_batches(data: Dataset, cfg: TrainConfig) -> Iterator[torch.Tensor]:
+    """The first ``ACTIVATION_BATCHES`` training batches in a fixed shuffled order, without augmentation."""
+    batches = data.train.batches(cfg.batch_size, shuffle=torch.Generator().manual_seed(cfg.seed))
+    return (x for x, _ in itertools.islice(batches, ACTIVATION_BATCHES))
 
 
 def latency_fields(latency: LatencyResult) -> dict[str, Any]:

@@ -6,9 +6,13 @@ checkpoint dict holding one under ``state_dict`` (Distiller, Lightning),
 A ``module.`` prefix (``nn.DataParallel``, Distiller) is stripped from every key.
 
 The file is read with ``torch.load(weights_only=True)``: tensors, numbers,
-strings and containers only; a file whose objects need code to be unpickled
-(a whole pickled ``nn.Module``, an optimizer class) is refused with how to save
-a plain state dict instead. The state dict must then fit the model exactly:
+strings and containers only. Other objects a checkpoint holds beside its state
+dict (Distiller's ``thinning_recipes``, an optimizer's class) are read as inert
+stand-ins, never as the classes they name, so no code of the file's runs; a
+file whose weights are inside such objects (a whole pickled ``nn.Module``) is
+refused with how to save a plain state dict instead. A thinned Distiller
+checkpoint holds the thinned shapes: it does not fit the full architecture,
+and the mismatch is listed. The state dict must then fit the model exactly:
 missing, unexpected and mis-shaped keys are listed, the first few of each.
 
 >>> state = read_state_dict(Path("resnet20.pt"))  # doctest: +SKIP
@@ -31,6 +35,7 @@ __all__ = ["CHECKPOINT_KEYS", "check_fits", "read_state_dict", "weights_digest"]
 
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net")  # where checkpoints keep the weights
 SHOWN = 5  # keys listed per kind of mismatch
+MAX_INERT = 20  # classes a checkpoint may name beside its state dict (Distiller's: its ThinningRecipe)
 HOW_TO_SAVE = 'save a plain state dict instead: torch.save(model.state_dict(), "weights.pt")'
 
 
@@ -51,20 +56,49 @@ def read_state_dict(path: Path, flag: str = "--weights") -> dict[str, torch.Tens
     """The state dict in ``path`` (a state dict or a checkpoint holding one), ``module.`` prefixes stripped."""
     if not path.is_file():
         raise UserError(f"{flag} {path}: no such file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc) and "Unsupported global" in str(exc):
-            what = str(exc).split("Unsupported global:", 1)[-1].split("was not")[0].replace("GLOBAL", "").strip()
-            raise UserError(
-                f"{flag} {path}: the file holds objects that need code to be unpickled ({what}), which "
-                f"edge_tune never runs; {HOW_TO_SAVE}"
-            ) from None
-        raise _unreadable(path, flag, exc) from None
-    except Exception as exc:  # torch raises many kinds on garbage: RuntimeError, IndexError, EOFError, ...
-        raise _unreadable(path, flag, exc) from None
+    obj, inert = _load_inert(path, flag)
+    if inert and not (isinstance(obj, dict) and any(_is_state_dict(obj.get(k)) for k in CHECKPOINT_KEYS)):
+        raise UserError(
+            f"{flag} {path}: the file holds objects that need code to be unpickled ({', '.join(inert[:3])}), "
+            f"which edge_tune never runs; {HOW_TO_SAVE}"
+        )
     state = obj if _is_state_dict(obj) else _inside_checkpoint(obj, path, flag)
     return {_strip(k): v for k, v in state.items()}
+
+
+class _Inert:
+    """Stands in for a class the file names and edge_tune never imports (a checkpoint's optimizer type,
+    Distiller's ``ThinningRecipe``): it records its arguments and state and runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _load_inert(path: Path, flag: str) -> tuple[Any, list[str]]:
+    """``torch.load(weights_only=True)``; each global the file names beyond tensors and containers (up to
+    ``MAX_INERT``) is unpickled as an inert ``_Inert`` instead of its class, so a checkpoint that also holds
+    such objects (Distiller's) still gives up its state dict. Returns the object and those globals' names."""
+    inert: list[str] = []
+    while True:
+        try:
+            with torch.serialization.safe_globals([(_Inert, name) for name in inert]):
+                return torch.load(path, map_location="cpu", weights_only=True), inert
+        except pickle.UnpicklingError as exc:
+            name = _unsupported_global(str(exc))
+            if name is None or name in inert or len(inert) >= MAX_INERT:
+                raise _unreadable(path, flag, exc) from None
+            inert.append(name)
+        except Exception as exc:  # torch raises many kinds on garbage: RuntimeError, IndexError, EOFError, ...
+            raise _unreadable(path, flag, exc) from None
+
+
+def _unsupported_global(message: str) -> str | None:
+    if "Weights only load failed" not in message or "Unsupported global" not in message:
+        return None
+    return message.split("Unsupported global:", 1)[-1].split("was not")[0].replace("GLOBAL", "").strip() or None
 
 
 def _inside_checkpoint(obj: Any, path: Path, flag: str) -> dict[str, torch.Tensor]:

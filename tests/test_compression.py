@@ -83,7 +83,7 @@ def _doc(**over):
         "lr_schedulers": {"lr": {"class": "MultiStepLR", "milestones": [1], "gamma": 0.1}},
         "policies": [
             {"pruner": {"instance_name": "p"}, "epochs": [0]},
-            {"lr_scheduler": {"instance_name": "lr"}, "starting_epoch": 0, "ending_epoch": 5, "frequency": 1},
+            {"lr_scheduler": {"instance_name": "lr"}, "starting_epoch": 0, "ending_epoch": 3, "frequency": 1},
         ],
     }
     doc.update(over)
@@ -115,7 +115,7 @@ def test_schedule_policies_and_lr_steps():
     ("over", "key"),
     [
         ({"version": 2}, "schedule.version"),
-        ({"regularizers": {}}, "schedule.regularizers"),
+        ({"regularizers": {"r": {"class": "L2Regularizer"}}}, "schedule.regularizers.r.class"),
         (
             {
                 "policies": [
@@ -123,7 +123,21 @@ def test_schedule_policies_and_lr_steps():
                     {"lr_scheduler": {"instance_name": "lr"}, "epochs": [0]},
                 ]
             },
-            "fires until epoch 5, but fine-tuning has 3 epochs",
+            "schedule.policies[0]: pruner 'p' acts until epoch 5, but fine-tuning has 3 epoch",
+        ),
+        (  # each late policy is named with its own last epoch, not the schedule's
+            {
+                "pruners": {
+                    "p": {**_doc()["pruners"]["p"], "class": "L1RankedStructureParameterPruner"},
+                    "q": {**_doc()["pruners"]["p"]},
+                },
+                "policies": [
+                    {"pruner": {"instance_name": "q"}, "epochs": [1]},
+                    {"pruner": {"instance_name": "p"}, "starting_epoch": 0, "ending_epoch": 5, "frequency": 2},
+                    {"lr_scheduler": {"instance_name": "lr"}, "epochs": [0]},
+                ],
+            },
+            "schedule.policies[1]: pruner 'p' acts until epoch 4, but",
         ),
         ({"policies": [{"lr_scheduler": {"instance_name": "lr"}, "epochs": [0]}]}, "schedule.pruners.p"),
         ({"extensions": {"t": {"class": "Quantizer"}}}, "schedule.extensions.t.class"),
@@ -312,7 +326,8 @@ def test_rows_are_for_fully_connected_layers_and_the_stem_keeps_its_channels(res
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"class": "SplicingPruner"}, "unsupported pruner 'SplicingPruner'; supported: L1Ranked"),
+        ({"class": "SplicingPruner"}, "SplicingPruner is not supported: dynamic network surgery"),
+        ({"class": "MagicPruner"}, "unsupported pruner 'MagicPruner'; supported: L1Ranked"),
         ({"initial_sparsity": 0.9}, "initial_sparsity: 0.9 is above final_sparsity"),
         ({"group_dependency": "Max"}, "only 'Leader'"),
         ({"final_sparsity": None}, "final_sparsity: required"),

@@ -109,7 +109,7 @@ def test_malformed_yaml_names_file(tmp_path):
         (
             ("class: L1RankedStructureParameterPruner", "class: SplicingPruner"),
             12,
-            "unsupported pruner 'SplicingPruner'",
+            "SplicingPruner is not supported",
         ),
         (("      step_size: ${k}", "      step_size: ${k}\n      bogus: 1"), 20, "lr.bogus: unsupported key"),
         (("epochs: [0]", "epochs: zero"), 22, "epochs: must be a list"),

@@ -1,5 +1,9 @@
 """The user's trained weights, the baseline built from them, and the model meeting the data: no mocks."""
 
+import collections
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +17,20 @@ from edge_tune.train import TrainConfig
 from edge_tune.weights import check_fits, read_state_dict
 
 RANDOM = np.random.default_rng(3).bytes(2000)
+
+
+ThinningRecipe = collections.namedtuple("ThinningRecipe", ["modules", "parameters"])  # Distiller's, as it pickles
+ThinningRecipe.__module__ = "distiller.thinning"
+
+
+def distiller_checkpoint(state):
+    """What Distiller's save_checkpoint writes: beside the weights, the optimizer's class and thinning recipes,
+    objects of classes edge_tune never imports (written while a stand-in ``distiller`` module exists)."""
+    return {
+        "epoch": 179, "arch": "resnet20_cifar", "optimizer_type": torch.optim.SGD,
+        "state_dict": {f"module.{k}": v for k, v in state.items()},
+        "thinning_recipes": [ThinningRecipe({"layer1.0.conv1": (0, [1, 2])}, {})],
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +48,16 @@ def trained():
         pytest.param(lambda s: {"model_state_dict": s, "loss": 0.1}, id="model_state_dict"),
         pytest.param(lambda s: {"net": s, "acc": 93.1}, id="net"),
         pytest.param(lambda s: {"state_dict": {f"module.{k}": v for k, v in s.items()}}, id="data-parallel"),
+        pytest.param(distiller_checkpoint, id="distiller-with-recipes"),
     ],
 )
 def test_state_dicts_and_checkpoints_load_strictly(tmp_path, trained, wrap):
     path = tmp_path / "w.pt"
-    torch.save(wrap(trained), path)
+    with pytest.MonkeyPatch.context() as mp:  # Distiller's classes exist while the file is written, not read
+        mp.setitem(sys.modules, "distiller", types.ModuleType("distiller"))
+        mp.setitem(sys.modules, "distiller.thinning", types.SimpleNamespace(ThinningRecipe=ThinningRecipe))
+        torch.save(wrap(trained), path)
+    assert "distiller" not in sys.modules
     state = read_state_dict(path)
     assert list(state) == list(trained) and all(torch.equal(state[k], trained[k]) for k in trained)
     check_fits(state, create_model("resnet20", num_classes=10, in_channels=1), path, "resnet20")
@@ -45,9 +68,9 @@ def test_state_dicts_and_checkpoints_load_strictly(tmp_path, trained, wrap):
     [
         pytest.param(lambda p, s: torch.save(nn.Linear(2, 2), p), "need code to be unpickled", id="pickled-module"),
         pytest.param(
-            lambda p, s: torch.save({"state_dict": s, "optimizer_type": torch.optim.SGD}, p),
-            r"need code to be unpickled \(torch.optim.sgd.SGD\).*torch.save\(model.state_dict\(\)",
-            id="checkpoint-with-a-class",
+            lambda p, s: torch.save({"model": nn.Linear(2, 2), "optimizer_type": torch.optim.SGD}, p),
+            r"need code to be unpickled \(torch.nn.modules.linear.Linear.*torch.save\(model.state_dict\(\)",
+            id="checkpoint-holding-a-module",
         ),
         pytest.param(lambda p, s: p.write_bytes(RANDOM), "cannot be read as a PyTorch file", id="random"),
         pytest.param(lambda p, s: p.write_bytes(b"\x80\x02" + RANDOM), "cannot be read as a PyTorch file", id="pickle"),

@@ -144,11 +144,8 @@ def _handler(group_type: str, layer: nn.Module) -> object:
     return tp.prune_conv_in_channels
 
 
-def _l1(layer: nn.Module, group_type: str) -> torch.Tensor:
-    w = _weight(layer).abs()  # conv (out, in/groups, kh, kw), linear (out, in)
-    if group_type == "Channels" and not _depthwise(layer):
-        return w.sum(dim=[d for d in range(w.dim()) if d != 1])
-    return w.sum(dim=tuple(range(1, w.dim())))
+def _is_bn(m: object) -> bool:
+    return isinstance(m, nn.modules.batchnorm._BatchNorm)
 
 
 def _weight(layer: nn.Module) -> torch.Tensor:
@@ -186,12 +183,82 @@ class Pruner:
             self._classes = int(model.eval()(on_device_of(model, example[:1])).shape[1])
         model.train(was_training)
         self.thinned: list[GroupPruned] = []
+        self.activations: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # conv -> (APoZ %, mean) per filter
+        self._fold = False
 
     # -- pruning -------------------------------------------------------------------------------
-    def prune(self, spec: PrunerSpec, target: float) -> None:
-        """Mask ``spec``'s weights to sparsity ``target`` (a fraction); masks only grow."""
-        EXECUTORS[spec.executor](self, spec, target, f"schedule.pruners.{spec.name}")
+    def prune(self, spec: PrunerSpec, target: float, fold_batchnorm: bool = False) -> None:
+        """Mask ``spec``'s weights to sparsity ``target`` (a fraction); masks only grow.
+
+        With ``fold_batchnorm`` (Distiller's policy arg) a convolution's weights are ranked as the batch
+        norm after it scales them: filter f by gamma_f / sqrt(running_var_f + eps).
+        """
+        self._fold = fold_batchnorm
+        try:
+            EXECUTORS[spec.executor](self, spec, target, f"schedule.pruners.{spec.name}")
+        finally:
+            self._fold = False
         self.apply_masks()
+
+    def batchnorm_after(self, layer: nn.Module) -> nn.Module | None:
+        """The batch norm that reads ``layer``'s output directly, if one does."""
+        node = self._graph.module2node.get(layer)
+        found = [o.module for o in (node.outputs if node is not None else []) if _is_bn(o.module)]
+        return found[0] if len(found) == 1 else None
+
+    def _ranked_weight(self, layer: nn.Module) -> torch.Tensor:
+        """The weights as ranked: as they are, or scaled by the following batch norm when folding."""
+        w = _weight(layer)
+        bn = self.batchnorm_after(layer) if self._fold and isinstance(layer, nn.Conv2d) else None
+        if bn is None:
+            return w
+        var = bn.running_var
+        assert isinstance(var, torch.Tensor) and isinstance(bn.eps, float)
+        gamma = _weight(bn) if getattr(bn, "affine", True) else torch.ones_like(var)
+        return w * (gamma / torch.sqrt(var + bn.eps)).view(-1, *([1] * (w.dim() - 1)))
+
+    def _score(self, name: str, layer: nn.Module, spec: PrunerSpec) -> torch.Tensor:
+        """One score per channel of ``layer`` (its filters, or its input channels); the lowest are pruned."""
+        stats = self.activations.get(name)
+        if spec.needs_activations and stats is not None:
+            apoz, mean = stats
+            return -apoz if spec.ranking == "APoZ" else mean  # the most zeros, or the weakest mean, go first
+        w = self._ranked_weight(layer).abs()  # conv (out, in/groups, kh, kw), linear (out, in)
+        if spec.ranking == "L2":
+            w = w.pow(2)
+        dims = [d for d in range(w.dim()) if d != (1 if spec.group_type == "Channels" and not _depthwise(layer) else 0)]
+        total = w.sum(dim=dims)
+        return total.sqrt() if spec.ranking == "L2" else total
+
+    @torch.no_grad()
+    def record_activations(self, names: list[str], batches: Any) -> None:
+        """Record, for each convolution in ``names``, the APoZ (percent of zeros) and the mean of each of its
+        feature maps after its batch norm and a ReLU, over ``batches`` of training images (eval mode)."""
+        layers = dict(self.model.named_modules())
+        zeros: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+
+        def hook(name: str, bn: nn.Module | None) -> Callable[[nn.Module, object, torch.Tensor], None]:
+            def record(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
+                act = torch.relu(bn(out) if bn is not None else out).float()  # (B, C, H, W)
+                zeros[name] = zeros.get(name, 0) + (act == 0).float().mean(dim=(2, 3)).sum(dim=0)
+                sums[name] = sums.get(name, 0) + act.mean(dim=(2, 3)).sum(dim=0)
+                counts[name] = counts.get(name, 0) + act.shape[0]
+
+            return record
+
+        handles = [layers[n].register_forward_hook(hook(n, self.batchnorm_after(layers[n]))) for n in names]
+        was_training = self.model.training
+        try:
+            self.model.eval()
+            for x in batches:
+                self.model(on_device_of(self.model, x))
+        finally:
+            self.model.train(was_training)
+            for h in handles:
+                h.remove()
+        self.activations = {n: (100 * zeros[n] / counts[n], sums[n] / counts[n]) for n in counts}
 
     def _prune_rows(self, spec: PrunerSpec, target: float, where: str) -> None:
         for _, fc in resolve_weights(self.model, spec.weights, f"{where}.weights", (nn.Linear,)):
@@ -199,11 +266,11 @@ class Pruner:
             idxs = _lowest(weight.abs().sum(dim=0), target)  # input features: Distiller's rows of W^T
             mask = torch.ones_like(weight, dtype=torch.bool)
             mask[:, idxs] = False
-            self._set_mask(spec.name, fc, "weight", mask)
+            self.add_mask(spec.name, fc, "weight", mask)
 
     def _prune_elements(self, spec: PrunerSpec, target: float, where: str) -> None:
         for _, layer in resolve_weights(self.model, spec.weights, f"{where}.weights", (nn.Conv2d, nn.Linear)):
-            self._set_mask(spec.name, layer, "weight", _magnitude_mask(_weight(layer), target))
+            self.add_mask(spec.name, layer, "weight", _magnitude_mask(self._ranked_weight(layer), target))
 
     def _prune_sensitivity(self, spec: PrunerSpec, target: float, where: str) -> None:
         kinds = (nn.Conv2d, nn.Linear)
@@ -216,7 +283,7 @@ class Pruner:
             sensitivity = per_layer.get(name, default)
             if isinstance(layer, kinds) and sensitivity is not None:
                 weight = _weight(layer)
-                self._set_mask(spec.name, layer, "weight", weight.abs() > sensitivity * float(weight.std()))
+                self.add_mask(spec.name, layer, "weight", weight.abs() > sensitivity * float(weight.std()))
 
     def _prune_groups(self, spec: PrunerSpec, target: float, where: str) -> None:
         kinds: tuple[type, ...] = (nn.Conv2d, nn.Linear) if spec.group_type == "Filters" else (nn.Conv2d,)
@@ -236,7 +303,7 @@ class Pruner:
             plan.setdefault(key, []).append(layer)
         for key, layers in plan.items():
             root, handler = layers[0], _handler(spec.group_type, layers[0])
-            norms = [_l1(layer, spec.group_type) for layer in layers]
+            norms = [self._score(self._names[id(layer)], layer, spec) for layer in layers]
             # Members indexed like the root (a residual add aligns channels one to one) add their norms.
             scores = torch.stack([n for n in norms if n.shape == norms[0].shape]).sum(dim=0)
             idxs = _lowest(scores, target, spec.round_to)
@@ -264,7 +331,7 @@ class Pruner:
                 if isinstance(param, torch.Tensor):
                     mask = torch.ones_like(param, dtype=torch.bool)
                     mask[index] = False
-                    self._set_mask(f"{cut.spec.name}:{id(cut.root)}", module, pname, mask)
+                    self.add_mask(f"{cut.spec.name}:{id(cut.root)}", module, pname, mask)
 
     def group_members(self, conv: nn.Module) -> tuple[str, ...]:
         """The layers whose filters go together with ``conv``'s (coupled by residual adds), in model order."""
@@ -277,7 +344,7 @@ class Pruner:
         return tuple(n for n, m in self.model.named_modules() if id(m) in inside)
 
     # -- masks ---------------------------------------------------------------------------------
-    def _set_mask(self, source: str, module: nn.Module, pname: str, mask: torch.Tensor) -> None:
+    def add_mask(self, source: str, module: nn.Module, pname: str, mask: torch.Tensor) -> None:
         key = (source, id(module), pname)
         old = self._masks.get(key)
         if old is not None and old[2].shape == mask.shape:
@@ -318,6 +385,56 @@ class Pruner:
         if removed:
             self._after_thinning()
         return removed
+
+    def thin_zeros(self, group_type: str, source: str) -> bool:
+        """Physically remove the Filters (or Channels) of convolutions whose weights are all zero, as
+        Distiller's thinners do after a regularizer drove them there; True if any went.
+
+        A structure goes only if it is zero in every convolution its dependency group couples on that
+        side (the filters of every producer, or the input channels of every consumer), so that removing
+        it removes zeros only. A batch norm's shift on a removed filter goes with it, as in Distiller.
+        """
+        done: set[int] = set()
+        removed = False
+        while True:
+            found = self._zero_group(group_type, done)
+            if found is None:
+                break
+            group, members, size, count = found
+            group.prune()
+            self.thinned.append(GroupPruned(source, members, group_type, size, size - count))
+            removed = True
+            self._after_thinning()
+        return removed
+
+    def _zero_group(self, group_type: str, done: set[int]) -> tuple[Any, tuple[str, ...], int, int] | None:
+        """The next dependency group with structures that are zero throughout, ready to prune."""
+        side = "out_channels" if group_type == "Filters" else "in_channels"
+        for name, conv in self.model.named_modules():
+            if not isinstance(conv, nn.Conv2d) or id(conv) in done or (_depthwise(conv) and side == "in_channels"):
+                continue
+            done.add(id(conv))
+            handler = tp.prune_conv_out_channels if side == "out_channels" else tp.prune_conv_in_channels
+            size = _weight(conv).shape[0 if side == "out_channels" else 1]
+            group = self._graph.get_pruning_group(conv, handler, idxs=list(range(size)))
+            if side == "in_channels" and all(dep.target.module is conv for dep, _ in group):
+                continue  # it reads the model's input
+            zero = torch.ones(size, dtype=torch.bool)
+            members = []
+            for dep, idxs in group:
+                module = dep.target.module
+                if isinstance(module, nn.Conv2d) and dep.handler.__name__.endswith(side) and len(idxs) == size:
+                    w = _weight(module).abs()
+                    per = w.sum(dim=(1, 2, 3)) if side == "out_channels" else w.sum(dim=(0, 2, 3))
+                    zero &= (per[list(idxs)] == 0).cpu()
+                    done.add(id(module))
+                    members.append(self._names[id(module)])
+            idxs = zero.nonzero().flatten().tolist()
+            if idxs and len(idxs) < size:
+                pruning = self._graph.get_pruning_group(conv, handler, idxs=idxs)
+                if self._graph.check_pruning_group(pruning):
+                    return pruning, tuple(members) or (name,), size, len(idxs)
+        return None
 
     def _after_thinning(self) -> None:
         # Shapes changed: the graph is rebuilt, and an element mask on a thinned
