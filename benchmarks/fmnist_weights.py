@@ -64,7 +64,7 @@ def main() -> None:
     out_dir = work / "runs"
     cmd = [
         sys.executable, "-m", "edge_tune.run", "--space", "filter_prune", "--dataset", "fashion-mnist",
-        "--weights", str(weights), "--num-samples", str(args.trials), "--epochs", str(args.epochs),
+        "--weights", str(weights), "--num-samples", str(args.trials), "--epochs", str(args.epochs), "--truncate-lr",
         "--output-dir", str(out_dir), "--name", "fmnist", "--cache-dir", str(work / "cache"), "--wandb", "off",
     ]  # fmt: skip
     if args.data_dir:

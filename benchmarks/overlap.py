@@ -26,6 +26,7 @@ COMMON = [
     "6",
     "--epochs",
     "2",
+    "--truncate-lr",  # the space's learning-rate decay is written for 3 epochs
     "--initial-points",
     "6",
     "--baseline-epochs",

@@ -47,12 +47,17 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
 
+def _arch(name: str) -> str:
+    """A network's name as Distiller's ``arch`` and edge_tune's ``--model`` both spell it."""
+    return name.rpartition(":")[2].removesuffix("_cifar")
+
+
 def thinner_warnings(schedule: Schedule, model: str, dataset: str) -> list[str]:
     """A thinner's ``arch``/``dataset`` that are not this run's: Distiller's names, checked, never needed."""
     out = []
     for name, t in schedule.extensions.items():
         where = f"schedule.extensions.{name}"
-        if t.arch and t.arch.removesuffix("_cifar") != model.rpartition(":")[2]:
+        if t.arch and _arch(t.arch) != _arch(model):
             out.append(
                 f"{where}.arch is {t.arch!r}, but the model is {model!r}; check its layer names are this model's"
             )

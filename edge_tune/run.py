@@ -199,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help="2 trials of 1 fine-tune epoch (or as few as the schedule needs) on a 4-epoch baseline: a quick try",
+        help="2 trials of 1 fine-tune epoch (or as few as the schedule needs) on a 4-epoch baseline: a quick try "
+        "(implies --truncate-lr)",
     )
     return p
 
@@ -263,7 +264,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.finetune_overrides = {"epochs": epochs} if epochs else {}
     if args.lr is not None:
         cfg.finetune_overrides["lr"] = args.lr
-    cfg.truncate_lr = args.truncate_lr
+    cfg.truncate_lr = args.truncate_lr or args.smoke  # a quick try cuts the learning-rate decay with the epochs
     cfg.baseline = replace(
         cfg.baseline, epochs=args.baseline_epochs or smoke.get("baseline_epochs") or cfg.baseline.epochs
     )

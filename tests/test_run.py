@@ -5,9 +5,11 @@ import json
 import math
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, run_cli
 
 NAN_SPACE = (REPO / "search_spaces" / "filter_prune.yaml").read_text().replace("lr: 0.01 ", "lr: 1.0e+30 ")
@@ -281,37 +283,46 @@ def test_nan_trials_are_recorded_as_errored_and_the_search_goes_on(smoke, cache_
     assert "errored, the search goes on" in proc.stdout
 
 
-def test_threshold_no_trial_meets_ends_naming_the_closest(smoke, cache_dir, tmp_path):
-    # A uniform sweep of 80-90% filter pruning with 1 fine-tuning epoch cannot stay within
-    # half a point of the baseline: the run says so and keeps the trial nearest the threshold.
-    # To spare CI a run, the baseline comes from trained weights (--weights), as a user's would: the
-    # smoke baseline's state dict in a Distiller-style checkpoint, keys prefixed by module.
+def test_a_distiller_schedule_runs_as_written_and_a_threshold_it_misses_names_the_closest(smoke, cache_dir, tmp_path):
+    # A Distiller recipe run unchanged with --schedule (AGP to 85% of every block's first filters, ranked with
+    # batch norms folded, thinned, its lr scheduler cut at the end of fine-tuning by --truncate-lr) as one
+    # trial: it cannot stay within half a point of the baseline, and the run says so and keeps the trial.
+    # To spare CI a run, the baseline comes from trained weights (--weights) in the format Distiller saves:
+    # keys prefixed by module., beside the optimizer's class and thinning recipes.
     import torch
+    from test_recipes import RECIPES
+    from test_weights import ThinningRecipe, distiller_checkpoint
 
     (trained,) = cache_dir.glob("baselines/resnet20-digits-*/model.pt")
     weights = tmp_path / "checkpoint.pth.tar"
-    state = torch.load(trained, weights_only=True)
-    torch.save({"epoch": 4, "arch": "resnet20", "state_dict": {f"module.{k}": v for k, v in state.items()}}, weights)
-    space = tmp_path / "heavy.yaml"
-    space.write_text(
-        (REPO / "search_spaces" / "filter_prune.yaml").read_text().replace("low: 0.0, high: 0.9", "low: 0.8, high: 0.9")
-    )
-    proc = run_smoke(
-        str(space), tmp_path / "empty-cache", tmp_path / "out", "--name", "heavy", "--searcher", "grid",
-        "--accuracy-threshold", "-0.5", "--weights", str(weights),
+    with pytest.MonkeyPatch.context() as mp:  # Distiller's classes exist while the file is written, not read
+        mp.setitem(sys.modules, "distiller", types.ModuleType("distiller"))
+        mp.setitem(sys.modules, "distiller.thinning", types.SimpleNamespace(ThinningRecipe=ThinningRecipe))
+        torch.save(distiller_checkpoint(torch.load(trained, weights_only=True)), weights)
+    recipe = RECIPES / "agp_filters_bn_fold.yaml"
+    proc = run_cli(
+        "--schedule", str(recipe), "--truncate-lr", "--cache-dir", str(tmp_path / "empty-cache"),
+        "--output-dir", str(tmp_path / "out"), "--name", "recipe", "--wandb", "off",
+        "--accuracy-threshold", "-0.5", "--weights", str(weights), cwd=REPO,
     )  # fmt: skip
+    out = tmp_path / "out" / "recipe"
     assert proc.returncode == 3, proc.stderr[-3000:] + proc.stdout[-3000:]
     assert "training baseline" not in proc.stdout and f"from weights {weights} (sha256 " in proc.stdout
-    assert "evaluated, not trained" in proc.stdout
-    experiment = json.loads((tmp_path / "out" / "heavy" / "experiment.json").read_text())
+    assert (
+        "evaluated, not trained" in proc.stdout
+        and "searching agp_filters_bn_fold: one fixed configuration" in proc.stdout
+    )
+    experiment = json.loads((out / "experiment.json").read_text())
     assert experiment["baseline"]["source"].startswith(f"weights {weights}")
-    rows = list(csv.DictReader(open(tmp_path / "out" / "heavy" / "results.csv")))
-    assert sorted(float(r["config/stage1_ratio"]) for r in rows) == pytest.approx([0.8, 0.9])  # the sweep's ends
-    assert all(r["status"] == "ok" and r["feasible"] == "False" for r in rows)
-    best = json.loads((tmp_path / "out" / "heavy" / "best.json").read_text())
-    judged = {r["trial_id"]: min(float(r["top1"]), float(r["top1_device"])) for r in rows}
-    assert best["feasible"] is False and judged[best["trial_id"]] == max(judged.values())
-    assert "no trial of 2 reached the threshold" in proc.stdout
+    assert experiment["finetune"]["epochs"] == 2 and experiment["finetune_searched"] == []  # what the schedule needs
+    (row,) = list(csv.DictReader(open(out / "results.csv")))
+    assert row["status"] == "ok" and row["feasible"] == "False" and int(row["macs"]) == 7_119_488  # as --check plans
+    assert float(row["speedup"]) > 1 and float(row["top1_device"]) > 0
+    best = json.loads((out / "best.json").read_text())
+    assert best["feasible"] is False and best["trial_id"] == row["trial_id"]
+    assert best["schedule"] == yaml.safe_load(recipe.read_text()) and best["finetune"]["lr"] == 0.01
+    assert (out / "best" / "model.onnx").is_file() and (out / "layers.csv").is_file()  # per-layer latency
+    assert "no trial of 1 reached the threshold" in proc.stdout
     assert f"the closest was {best['trial_id']}" in proc.stdout
 
 
