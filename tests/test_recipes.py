@@ -201,3 +201,23 @@ def test_group_lasso_zeroes_channels_and_the_structure_remover_thins_them(digits
     assert set(thinned) <= {"layer1.0.conv2", "layer1.1.conv2", "layer2.1.conv2"} and thinned
     assert all(g.pruner == "net_thinner" and g.group_type == "Channels" for g in report.groups)
     assert report.macs_after == count_macs_params(model, example)[0] < report.macs_before
+
+
+def test_a_space_with_every_parameter_fixed_is_one_trial_and_a_schedule_file_has_no_parameters(capsys, tmp_path):
+    text = (REPO / "search_spaces" / "filter_prune.yaml").read_text()
+    doc = yaml.safe_load(text)
+    doc["params"] = {name: 0.5 for name in doc["params"]}  # plain values: fixed, not searched
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main(["--space", str(fixed), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "would run: 1 trial" in out and "Filters, 50%" in out
+    assert main(["--space", str(fixed), "--check", "--num-samples", "3"]) == 2
+    assert "--num-samples 3: --space" in capsys.readouterr().err
+    templated = tmp_path / "templated.yaml"
+    templated.write_text(yaml.safe_dump(doc["schedule"], sort_keys=False))  # still holds ${stage1_ratio}
+    code, _, err = check(capsys, templated)
+    assert code == 2 and "is a parameter, and a schedule given with --schedule runs as written" in err
+    assert "use --space" in check(capsys, fixed)[2]  # a space file is not a schedule
+    assert main(["--space", str(fixed), "--schedule", str(templated)]) == 2
+    assert "give --space (a search) or --schedule" in capsys.readouterr().err
