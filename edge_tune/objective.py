@@ -68,6 +68,11 @@ def parse_threshold(text: str) -> Threshold:
             "or a drop from the baseline in points written with a minus sign (e.g. -1.0)"
         )
     value = float(text)
+    if value <= -100:
+        raise UserError(
+            f"--accuracy-threshold {text}: a drop of {-value:g} points would accept any model (top-1 is at most "
+            "100%); give a drop such as -1.0, or an absolute top-1 such as 97.5"
+        )
     if value < 0:
         return Threshold(-value, is_drop=True)
     if value > 100:

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="edge-tune",
+        allow_abbrev=False,  # --smok is not --smoke
         description=(
             "Search compression parameters for the lowest latency measured on an edge device, "
             "keeping top-1 above a threshold."
@@ -222,6 +223,19 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return resume_args(args.resume)
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Numbers that parse but make no sense are refused before anything starts."""
+    if args.lr is not None and not args.lr > 0:
+        raise UserError(f"--lr {args.lr}: a learning rate must be above 0")
+    if not args.time_cap > 0:
+        raise UserError(f"--time-cap {args.time_cap:g}: timing needs more than 0 seconds per model")
+    if not 0 < args.target_ci < 100:
+        raise UserError(f"--target-ci {args.target_ci:g}: the CI's half-width must be between 0 and 100 percent")
+    for flag in ("accuracy_weight", "latency_weight"):
+        if not getattr(args, flag) >= 0:
+            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag):g}: a weight must be 0 or more")
+
+
 def _interpreter(path: str) -> None:
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise UserError(f"--device-python {path}: no executable file there; give the path of a Python interpreter")
@@ -238,8 +252,11 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     for flag in ("num_samples", "max_concurrent", "epochs", "baseline_epochs", "initial_points", "device_threads"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
-    if args.lr is not None and not args.lr > 0:
-        raise UserError(f"--lr {args.lr}: a learning rate must be above 0")
+    _check_numbers(args)
+    for flag in ("cache_dir", "output_dir"):
+        folder = getattr(args, flag)
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise UserError(f"--{flag.replace('_', '-')} {folder}: a file is there; give a folder (made if missing)")
     space = schedule_space(args.schedule) if args.schedule else find_space(args.space)
     cfg = ExperimentConfig(space=space)
     search = space.search
@@ -320,12 +337,19 @@ def resume_args(folder: Path) -> argparse.Namespace:
     saved = folder / RUN_FILE
     if not saved.is_file():
         raise UserError(f"--resume {folder}: not an edge_tune experiment folder (it has no {RUN_FILE})")
-    run = json.loads(saved.read_text())
-    args = build_parser().parse_args(run["argv"])
+    try:
+        run = json.loads(saved.read_text())
+        args = build_parser().parse_args(run["argv"])
+        space = run["space"]
+    except (ValueError, KeyError, TypeError, SystemExit) as exc:
+        raise UserError(
+            f"--resume {folder}: {saved} is damaged ({type(exc).__name__}: {exc}); it holds the run's command line, "
+            "which --resume needs: start the experiment again"
+        ) from None
     if run.get("schedule"):  # resolved when saved: --resume may run from another folder
-        args.schedule, args.space = Path(run["space"]), None
+        args.schedule, args.space = Path(space), None
     else:
-        args.space = run["space"]
+        args.space = space
     for flag in ("data_dir", "cache_dir", "weights"):
         if getattr(args, flag) is not None:
             setattr(args, flag, Path(run["cwd"]) / getattr(args, flag))

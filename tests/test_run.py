@@ -153,11 +153,25 @@ def test_unreachable_threshold_exits_2_before_any_trial(smoke, cache_dir, tmp_pa
         ("--input-size", "2"),  # too small for ResNet-20: its spatial size collapses
         ("--mean", "0.1,x"),
         ("--std", "0.2"),  # without --mean
+        ("--time-cap", "0"),  # would rank trials on one timing round
+        ("--target-ci", "-1"),  # would never converge
+        ("--accuracy-threshold", "-150"),  # a drop below zero top-1
+        ("--cache-dir", str(REPO / "README.md")),  # a file, found before the baseline trains
+        ("--output-dir", str(REPO / "README.md")),  # a file, found before Ray starts
     ],
 )
 def test_bad_flag_value_exits_2(flag, value):
     proc = run_cli("--space", "filter_prune", flag, value, cwd=REPO)
     assert proc.returncode == 2 and flag in proc.stderr and value in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_abbreviated_flags_and_a_damaged_resume_file_exit_2(tmp_path):
+    proc = run_cli("--space", "filter_prune", "--smok", cwd=REPO)  # not taken as --smoke
+    assert proc.returncode == 2 and "unrecognized arguments: --smok" in proc.stderr
+    (tmp_path / "edge_tune_run.json").write_text('{"argv": ["--space", "filter_')
+    proc = run_cli("--resume", str(tmp_path), cwd=REPO)
+    assert proc.returncode == 2 and "edge_tune_run.json is damaged (JSONDecodeError" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
