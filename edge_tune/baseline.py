@@ -6,18 +6,23 @@ validation split; the evaluation is cached by the weights' content hash and
 the data's fingerprint. Without weights (the embedded ``digits`` try-out),
 the baseline is trained once with ``TrainConfig`` and cached by model,
 dataset, data fingerprint and the whole recipe. Either way the run says where
-the baseline's numbers came from (``Baseline.source``).
+the baseline's numbers came from (``Baseline.source``). Runs sharing a cache
+train a baseline once: the first holds a lock on the entry while it trains,
+the others wait and load it. Files are written whole (written beside, then
+renamed); an entry that cannot be read is named, moved aside and made again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,19 +85,55 @@ def baseline_key(model_name: str, data: Dataset, cfg: TrainConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _locked(path: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if missing), held for the block: two runs sharing a cache make
+    one cache entry between them; the second waits, then finds it made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another run that is making the same baseline (lock {path})")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _aside(folder: Path, exc: BaseException, log: Callable[[str], None]) -> None:
+    """Move a damaged cache entry out of the way, keeping it for a look; it is made again."""
+    aside = folder.with_name(f"{folder.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(folder, aside)
+    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    log(f"the cached baseline {folder} is damaged ({type(exc).__name__}: {why}); moved to {aside}, making it again")
+
+
 def load_or_train_baseline(
     model_name: str, data: Dataset, cfg: TrainConfig, cache_dir: Path, log: Callable[[str], None] = print
 ) -> Baseline:
-    """Load the baseline from ``cache_dir`` or train it there on first use."""
+    """Load the baseline from ``cache_dir`` or train it there on first use (under a lock, so that runs sharing
+    the cache train it once); a damaged entry is moved aside and trained again."""
     key = baseline_key(model_name, data, cfg)
     folder = cache_dir / "baselines" / f"{model_name.replace(':', '_')}-{data.name}-{key}"
+    with _locked(folder.with_name(f"{folder.name}.lock"), log):
+        weights, meta_file = folder / "model.pt", folder / "meta.json"
+        if folder.exists():
+            try:
+                meta = json.loads(meta_file.read_text())
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+                acc = Accuracy(**meta["accuracy"])
+                return Baseline(model_name, data.name, state, acc, meta["train_seconds"], key, cached=True)
+            except Exception as exc:  # truncated, unreadable, half-written by an older version: made again
+                _aside(folder, exc, log)
+        return _train(model_name, data, cfg, folder, key, log)
+
+
+def _train(
+    model_name: str, data: Dataset, cfg: TrainConfig, folder: Path, key: str, log: Callable[[str], None]
+) -> Baseline:
     weights, meta_file = folder / "model.pt", folder / "meta.json"
-    if weights.exists() and meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        return Baseline(
-            model_name, data.name, state, Accuracy(**meta["accuracy"]), meta["train_seconds"], key, cached=True
-        )
     log(f"training baseline {model_name} on {data.name} ({cfg.epochs} epochs); cached in {folder}")
     torch.manual_seed(cfg.seed)
     model = create_model(model_name, num_classes=data.num_classes, in_channels=data.in_channels)
@@ -113,19 +154,9 @@ def load_or_train_baseline(
     acc = fine_tune(model, data, cfg, on_epoch_start=cosine, on_epoch_end=progress)
     seconds = time.perf_counter() - start
     folder.mkdir(parents=True, exist_ok=True)
+    meta = {"accuracy": asdict(acc), "train_seconds": seconds, "model": model_name, "dataset": data.name}
     _atomically(weights, lambda tmp: torch.save(model.state_dict(), tmp))
-    meta_file.write_text(
-        json.dumps(
-            {
-                "accuracy": asdict(acc),
-                "train_seconds": seconds,
-                "model": model_name,
-                "dataset": data.name,
-                "recipe": asdict(cfg),
-            },
-            indent=2,
-        )
-    )
+    _atomically(meta_file, lambda tmp: tmp.write_text(json.dumps(meta | {"recipe": asdict(cfg)}, indent=2)))
     return Baseline(model_name, data.name, model.state_dict(), acc, seconds, key, cached=False)
 
 
@@ -143,8 +174,11 @@ def load_weights_baseline(
     meta_file = cache_dir / "evaluations" / f"{model_name.replace(':', '_')}-{data.name}-{key}.json"
     source = f"weights {path} (sha256 {digest})"
     if meta_file.exists():
-        acc = Accuracy(**json.loads(meta_file.read_text())["accuracy"])
-        return Baseline(model_name, data.name, state, acc, 0.0, key, cached=True, source=source)
+        try:
+            acc = Accuracy(**json.loads(meta_file.read_text())["accuracy"])
+            return Baseline(model_name, data.name, state, acc, 0.0, key, cached=True, source=source)
+        except (ValueError, KeyError, TypeError) as exc:  # damaged: evaluated again (it is cheap)
+            log(f"the cached evaluation {meta_file} is damaged ({type(exc).__name__}); evaluating again")
     log(f"evaluating the weights in {path} on {data.name}'s validation split ({len(data.val)} images)")
     model.load_state_dict(state)
     acc = evaluate(model, data.val)

@@ -46,3 +46,39 @@ def test_baseline_is_cached_by_model_dataset_and_recipe(digits, tmp_path):
         "resnet20", digits, TrainConfig(epochs=1, lr=0.05, seed=1), tmp_path, log=lambda _: None
     )
     assert not other.cached and other.cache_key != first.cache_key
+
+
+def test_a_damaged_cached_baseline_is_named_moved_aside_and_trained_again(digits, tmp_path):
+    cfg = TrainConfig(epochs=1, lr=0.05)
+    first = load_or_train_baseline("resnet20", digits, cfg, tmp_path, log=lambda _: None)
+    (folder,) = (tmp_path / "baselines").glob("resnet20-digits-*[!k]")  # not the .lock file
+    weights = folder / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:5000])  # truncated, as a full disk or a kill leaves it
+    said = []
+    again = load_or_train_baseline("resnet20", digits, cfg, tmp_path, log=said.append)
+    assert not again.cached and again.accuracy == first.accuracy  # the same recipe and seed: the same network
+    (aside,) = (tmp_path / "baselines").glob("resnet20-digits-*.damaged-*")
+    assert f"the cached baseline {folder} is damaged" in said[0] and f"moved to {aside}" in said[0]
+    assert load_or_train_baseline("resnet20", digits, cfg, tmp_path, log=said.append).cached
+
+
+def test_runs_sharing_a_cache_train_a_baseline_once(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = (
+        "import sys; from pathlib import Path; from edge_tune.baseline import load_or_train_baseline; "
+        "from edge_tune.data import load_dataset; from edge_tune.train import TrainConfig; "
+        "b = load_or_train_baseline('resnet20', load_dataset('digits'), TrainConfig(epochs=1, lr=0.05), "
+        "Path(sys.argv[1]), log=lambda m: print(m, flush=True)); print('cached' if b.cached else 'trained')"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [r.communicate(timeout=600)[0] for r in runs]
+    assert all(r.returncode == 0 for r in runs), outs
+    assert sorted(o.strip().splitlines()[-1] for o in outs) == ["cached", "trained"]
+    assert sum("training baseline" in o for o in outs) == 1
