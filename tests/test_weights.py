@@ -142,3 +142,36 @@ def test_a_constructor_without_in_channels_gets_grey_images_repeated(digits):
 def test_a_model_with_the_wrong_output_shape_is_named_with_the_shapes(digits):
     with pytest.raises(UserError, match=r"maps digits's images \(2, 1, 32, 32\) to \(2, 7\); .* shape \(2, 10\)"):
         fit_data_to_model(f"{__name__}:wrong_output", digits)
+
+
+USER_MODELS = """
+import torch
+from torch import nn
+def ignores_channels(num_classes, in_channels=3):
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
+def thousand_classes(num_classes, in_channels=1):
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1000))
+def raises(num_classes):
+    raise ValueError("pretrained weights not found")
+"""
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("user_broken:f", "cannot import module 'user_broken' (RuntimeError: no GPU here)"),
+        ("os:system", "model 'os:system': builtin_function_or_method 'system' is not a Python function or class"),
+        ("user_models:ignores_channels", "fails on digits's images of shape (2, 1, 32, 32)"),
+        ("user_models:thousand_classes", "to (2, 1000); it must return logits of shape (2, 10)"),
+        ("user_models:raises", "raised ValueError when called with num_classes=10: pretrained weights not found"),
+    ],
+)
+def test_a_model_that_breaks_the_contract_exits_2_before_anything_runs(capsys, monkeypatch, tmp_path, model, message):
+    from edge_tune.run import main
+
+    (tmp_path / "user_models.py").write_text(USER_MODELS)
+    (tmp_path / "user_broken.py").write_text('raise RuntimeError("no GPU here")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["--space", "filter_prune", "--model", model, "--check"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -17,9 +17,11 @@ parameter names and shapes, for 224x224 RGB inputs (``models.imagenet``).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -62,7 +64,11 @@ def create_model(name: str, *, num_classes: int, in_channels: int) -> nn.Module:
             "or name your own as package.module:function"
         )
     kwargs = {"num_classes": num_classes, **({"in_channels": in_channels} if _takes(fn, "in_channels") else {})}
-    model = fn(**kwargs)
+    try:
+        model = fn(**kwargs)
+    except Exception as exc:  # the user's constructor
+        call = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        raise UserError(f"model {name!r} raised {type(exc).__name__} when called with {call}: {exc}") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -134,12 +140,17 @@ def _import_user_model(spec: str) -> ModelFn:
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"model {spec!r}: cannot import module {module_name!r} ({exc})") from exc
+    except Exception as exc:  # the user's module: whatever it raises on import is theirs to see
+        raise UserError(f"model {spec!r}: cannot import module {module_name!r} ({type(exc).__name__}: {exc})") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise UserError(f"model {spec!r}: module {module_name!r} has no function {attr!r}")
-    return fn
+    if not (inspect.isfunction(fn) or inspect.isclass(fn) or isinstance(fn, functools.partial)):  # not os:system
+        raise UserError(
+            f"model {spec!r}: {type(fn).__name__} {attr!r} is not a Python function or class that builds a model; "
+            "give package.module:function, a function taking num_classes= that returns an nn.Module"
+        )
+    return cast(ModelFn, fn)
 
 
 # The zoo registers itself on import.
