@@ -295,8 +295,15 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.mean, cfg.std = normalisation_from_flags(args.mean or space.mean, args.std or space.std)
     cfg.data_dir = args.data_dir.resolve() if args.data_dir else None  # trials run in other folders
     timing = TimingPlan(target_ci=args.target_ci / 100, time_cap_s=args.time_cap)
-    if args.device_python and not (args.address or os.environ.get("RAY_ADDRESS")):
+    local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    if args.device_python and local:
         _interpreter(args.device_python)  # on a cluster it lives on the edge host, not here
+    elif local:  # the device is this machine's: its name is checked now, not after Ray has started
+        import openvino
+
+        from edge_tune.device.runner import check_device_name
+
+        check_device_name(args.device, list(openvino.Core().available_devices), openvino.get_version())
     cfg.device = DeviceConfig(
         device=args.device,
         precision=args.precision,

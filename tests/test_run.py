@@ -192,6 +192,7 @@ def test_missing_device_exits_2_listing_devices(smoke, cache_dir, tmp_path):
     proc = run_smoke("filter_prune", cache_dir, tmp_path, "--device", "MYRIAD")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "MYRIAD" in proc.stderr and "available: CPU" in proc.stderr and "Traceback" not in proc.stderr
+    assert "dashboard: http" not in proc.stdout and "baseline" not in proc.stdout  # before Ray and the baseline
 
 
 def test_device_python_hosts_openvino_2021_4_for_a_whole_agp_run(smoke, cache_dir, tmp_path, legacy_python):

@@ -34,6 +34,7 @@ __all__ = [
     "LatencyResult",
     "ModelError",
     "as_chunks",
+    "check_device_name",
     "chunked",
 ]
 
@@ -116,6 +117,15 @@ def _layers(rows: list[dict[str, Any]]) -> tuple[LayerTiming, ...]:
     return tuple(LayerTiming(**{**r, "fused": tuple(r["fused"])}) for r in rows)
 
 
+def check_device_name(device: str, available: list[str], runtime: str) -> None:
+    """``--device`` names a device OpenVINO has here (``GPU.1`` by its family too; AUTO/MULTI/HETERO pass)."""
+    family = device.split(":")[0].split(".")[0]
+    if family not in ("AUTO", "MULTI", "HETERO") and device not in available and family not in available:
+        raise UserError(
+            f"--device {device}: OpenVINO {runtime} has no such device here; available: {', '.join(available)}"
+        )
+
+
 class DeviceRunner:
     """One OpenVINO device: benchmark against the baseline, evaluate, profile."""
 
@@ -134,13 +144,7 @@ class DeviceRunner:
             else open_engine(cfg.device, cfg.precision, cfg.threads)
         )
         self.description = self.engine.describe()
-        available = self.description["devices"]
-        family = cfg.device.split(":")[0].split(".")[0]
-        if family not in ("AUTO", "MULTI", "HETERO") and cfg.device not in available and family not in available:
-            raise UserError(
-                f"--device {cfg.device}: OpenVINO {self.description['runtime']} has no such device here; "
-                f"available: {', '.join(available)}"
-            )
+        check_device_name(cfg.device, self.description["devices"], self.description["runtime"])
         self._input: np.ndarray | None = None  # (1, C, H, W) float32, the timed input
         self._eval: Iterable[EvalChunk] | None = None  # the validation set, passed over by each evaluate
         self._latency_cache: dict[str, LatencyResult] = {}
