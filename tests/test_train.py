@@ -7,11 +7,11 @@ from edge_tune.train import TrainConfig, evaluate, fine_tune
 
 
 class Tiny(nn.Module):
-    def __init__(self):
+    def __init__(self, num_classes=10):
         super().__init__()
         self.conv = nn.Conv2d(1, 8, 3, stride=2)
         self.pool = nn.AdaptiveAvgPool2d(4)
-        self.fc = nn.Linear(8 * 4 * 4, 10)
+        self.fc = nn.Linear(8 * 4 * 4, num_classes)
 
     def forward(self, x):
         return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
@@ -68,10 +68,11 @@ def test_runs_sharing_a_cache_train_a_baseline_once(tmp_path):
 
     from conftest import REPO
 
-    code = (
-        "import sys; from pathlib import Path; from edge_tune.baseline import load_or_train_baseline; "
+    code = (  # the Tiny model above, by its package.module:function name
+        "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; "
+        "from edge_tune.baseline import load_or_train_baseline; "
         "from edge_tune.data import load_dataset; from edge_tune.train import TrainConfig; "
-        "b = load_or_train_baseline('resnet20', load_dataset('digits'), TrainConfig(epochs=1, lr=0.05), "
+        "b = load_or_train_baseline('test_train:Tiny', load_dataset('digits'), TrainConfig(epochs=2, lr=0.05), "
         "Path(sys.argv[1]), log=lambda m: print(m, flush=True)); print('cached' if b.cached else 'trained')"
     )
     runs = [
