@@ -314,10 +314,13 @@ class Pruner:
     def _refuse(self, spec: PrunerSpec, name: str, layer: nn.Module, where: str) -> None:
         if isinstance(layer, nn.Linear) and layer.out_features == self._classes and name == self._classifier():
             raise ValueError(f"{where}.weights: {name} is the classifier; its outputs are the classes")
-        if spec.group_type == "Channels" and not _depthwise(layer):
-            group = self._graph.get_pruning_group(layer, tp.prune_conv_in_channels, idxs=[0])
-            if all(dep.target.module is layer for dep, _ in group):
-                raise ValueError(f"{where}.weights: {name} reads the model's input; its channels are the image's")
+        if spec.group_type == "Channels" and not _depthwise(layer) and self._reads_input(layer):
+            raise ValueError(f"{where}.weights: {name} reads the model's input; its channels are the image's")
+
+    def _reads_input(self, conv: nn.Module) -> bool:
+        """Whether ``conv``'s input channels are the image's (nothing in the model produces them)."""
+        group = self._graph.get_pruning_group(conv, tp.prune_conv_in_channels, idxs=[0])
+        return all(dep.target.module is conv for dep, _ in group)
 
     def _classifier(self) -> str:
         return [n for n, m in self.model.named_modules() if isinstance(m, nn.Linear)][-1]
@@ -414,11 +417,11 @@ class Pruner:
             if not isinstance(conv, nn.Conv2d) or id(conv) in done or (_depthwise(conv) and side == "in_channels"):
                 continue
             done.add(id(conv))
-            handler = tp.prune_conv_out_channels if side == "out_channels" else tp.prune_conv_in_channels
+            if side == "in_channels" and self._reads_input(conv):
+                continue
+            handler = _handler(group_type, conv)
             size = _weight(conv).shape[0 if side == "out_channels" else 1]
             group = self._graph.get_pruning_group(conv, handler, idxs=list(range(size)))
-            if side == "in_channels" and all(dep.target.module is conv for dep, _ in group):
-                continue  # it reads the model's input
             zero = torch.ones(size, dtype=torch.bool)
             members = []
             for dep, idxs in group:

@@ -85,11 +85,12 @@ REFUSED: dict[str, str] = {  # Distiller classes that are refused, and why
     "FMReconstructionChannelPruner": "it needs feature-map reconstruction (least squares) that edge_tune does not do",
     "StructureParameterPruner": "an abstract base class of Distiller, not a pruner",
 }
-THINNERS = {
-    "FilterRemover": "Filters",
-    "ChannelRemover": "Channels",
-    "StructureRemover": "",
-}  # "" = by thinning_func_str
+# Each thinner class and the thinning_func_str it implies (StructureRemover: the one it is given).
+THINNERS: dict[str, str | None] = {
+    "FilterRemover": "remove_filters",
+    "ChannelRemover": "remove_channels",
+    "StructureRemover": None,
+}
 THINNING_FUNCS = {"remove_filters": "Filters", "remove_channels": "Channels"}
 REGULARIZERS = ("GroupLassoRegularizer", "L1Regularizer")
 _POLICY_KINDS = ("pruner", "regularizer", "extension", "lr_scheduler")
@@ -456,16 +457,13 @@ def _parse_thinner(name: str, d: Any) -> ThinnerSpec:
     if cls not in THINNERS:
         raise ValueError(f"{where}.class: unsupported {cls!r}; supported: {', '.join(THINNERS)}")
     _check_keys(d, {"class", "thinning_func_str", "arch", "dataset"}, where)
-    func = d.get("thinning_func_str")
-    if THINNERS[cls]:  # FilterRemover, ChannelRemover: the function is implied
-        implied = next(f for f, g in THINNING_FUNCS.items() if g == THINNERS[cls])
-        if func not in (None, implied):
-            raise ValueError(f"{where}.thinning_func_str: {func!r} does not match class {cls} ({implied})")
-        group = THINNERS[cls]
-    else:
-        if func not in THINNING_FUNCS:
-            raise ValueError(f"{where}.thinning_func_str: {func!r} is not one of {', '.join(THINNING_FUNCS)}")
-        group = THINNING_FUNCS[func]
+    implied = THINNERS[cls]
+    func = d.get("thinning_func_str", implied)
+    if implied is not None and func != implied:
+        raise ValueError(f"{where}.thinning_func_str: {func!r} does not match class {cls} ({implied})")
+    if func not in THINNING_FUNCS:
+        raise ValueError(f"{where}.thinning_func_str: {func!r} is not one of {', '.join(THINNING_FUNCS)}")
+    group = THINNING_FUNCS[func]
     return ThinnerSpec(name, cls, group, str(d.get("arch") or ""), str(d.get("dataset") or ""))
 
 
