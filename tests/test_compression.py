@@ -139,6 +139,10 @@ def test_schedule_policies_and_lr_steps():
             },
             "schedule.policies[1]: pruner 'p' acts until epoch 4, but",
         ),
+        (  # an open-ended policy that starts after fine-tuning would never act
+            {"policies": [{"pruner": {"instance_name": "p"}, "starting_epoch": 3}], "lr_schedulers": {}},
+            "schedule.policies[0]: pruner 'p' acts until epoch 3, but",
+        ),
         ({"policies": [{"lr_scheduler": {"instance_name": "lr"}, "epochs": [0]}]}, "schedule.pruners.p"),
         ({"extensions": {"t": {"class": "Quantizer"}}}, "schedule.extensions.t.class"),
     ],

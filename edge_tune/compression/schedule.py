@@ -325,7 +325,7 @@ def check_schedule_fits(schedule: Schedule, epochs: int, truncate_lr: bool = Fal
     """A policy that would act after fine-tuning ends is an error, not a silently skipped step; an lr
     scheduler's policy may be cut short at the last epoch when ``truncate_lr`` (``--truncate-lr``) says so."""
     for p in schedule.policies:
-        if not p.bounded or p.last() < epochs or (p.kind == "lr_scheduler" and truncate_lr):
+        if p.last() < epochs or (p.kind == "lr_scheduler" and truncate_lr):  # open-ended: last() is its start
             continue
         how = f"raise --epochs (finetune.epochs) to {p.last() + 1} or end the policy earlier"
         if p.kind == "lr_scheduler":
