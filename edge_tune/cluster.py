@@ -6,11 +6,12 @@ import math
 import os
 from typing import Any
 
+from edge_tune import signals
 from edge_tune.config import ExperimentConfig
 from edge_tune.errors import UserError
 from edge_tune.progress import log
 
-__all__ = ["ray_address", "start_ray", "trial_gpus"]
+__all__ = ["loopback_only", "ray_address", "start_ray", "trial_gpus"]
 
 
 def trial_gpus(flag: str, cluster: dict[str, float], joined: bool) -> float:
@@ -41,6 +42,24 @@ def ray_address(cfg: ExperimentConfig) -> str | None:
     return cfg.address or os.environ.get("RAY_ADDRESS") or None
 
 
+def loopback_only() -> None:
+    """Make the local Ray cluster this run starts listen on 127.0.0.1 alone.
+
+    Ray takes the node's address from its own lookup, which on Linux is the
+    machine's outward address (``ray.init(_node_ip_address="127.0.0.1")`` is
+    turned back into it), and its gRPC servers then bind every interface. With
+    Ray's switch for single-machine clusters off (it is named for Windows and
+    macOS, where it is the default), the lookup gives the loopback address, and
+    the GCS, raylet, workers, dashboard agent and metrics export all bind
+    127.0.0.1. The environment variable reaches the processes Ray starts; the
+    constant is what this process, which may have imported Ray already, reads.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def start_ray(cfg: ExperimentConfig, name: str = "") -> Any:
     """Join the cluster at --address (or RAY_ADDRESS), or start a local one with the dashboard.
 
@@ -55,6 +74,7 @@ def start_ray(cfg: ExperimentConfig, name: str = "") -> Any:
     if address:
         ctx = ray.init(address=address, namespace="edge_tune", log_to_driver=False, job_config=job)
     else:
+        loopback_only()
         cpus = max(os.cpu_count() or 1, cfg.device.threads + cfg.trial_cpus)
         ctx = ray.init(
             num_cpus=cpus,
@@ -65,6 +85,7 @@ def start_ray(cfg: ExperimentConfig, name: str = "") -> Any:
             log_to_driver=False,
             job_config=job,
         )
+    signals.install()  # ray.init replaced the SIGTERM handler with one that exits at once
     url = getattr(ctx, "dashboard_url", None)
     token = os.environ.get("RAY_AUTH_MODE") == "token"  # Ray's default for a new local cluster
     log(

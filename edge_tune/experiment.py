@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from edge_tune import signals
 from edge_tune.baseline import Baseline, describe, load_baseline
 from edge_tune.cluster import ray_address, start_ray, trial_gpus
 from edge_tune.compression import count_macs_params
@@ -25,7 +27,7 @@ from edge_tune.contract import fit_data_to_model
 from edge_tune.data import Chunks, Dataset, load_dataset
 from edge_tune.device import DeviceAccuracy, LatencyResult, start_device
 from edge_tune.early_stop import make_early_stopping
-from edge_tune.finish import EXIT_INTERRUPTED, finish
+from edge_tune.finish import finish
 from edge_tune.objective import Objective, check_reachable, parse_threshold
 from edge_tune.progress import await_device, log, progress_callback
 from edge_tune.results import (
@@ -188,15 +190,16 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
         + (f"{ctx.gpus:g} GPU(s) per trial" if ctx.gpus else f"{cfg.trial_cpus} CPU(s) per trial, no GPU")
     )
     search_started = time.perf_counter()
-    rows = rows_from_results(tuner.fit())
+    with signals.tuning():
+        rows = rows_from_results(tuner.fit())
     search_seconds = time.perf_counter() - search_started
     done = [r for r in rows if r.status != "error" or r.error != "no final result"]
-    if len(done) < cfg.num_samples:  # Ctrl-C: Tune stopped early and kept its state
+    if len(done) < cfg.num_samples or signals.received():  # Tune stopped early and kept its state
         log(
-            f"interrupted: {len(done)} of {cfg.num_samples} trials finished and are kept in {p.out_dir}; "
+            f"interrupted{_by_signal()}: {len(done)} of {cfg.num_samples} trials finished and are kept in {p.out_dir}; "
             f"continue with: python -m edge_tune.run --resume {p.out_dir}"
         )
-        return EXIT_INTERRUPTED
+        return signals.exit_code()
     experiment = _summary(p, base) | {
         "stopped_early": sum(r.status == "stopped" for r in rows),
         "wall_seconds": time.perf_counter() - p.started,
@@ -205,6 +208,11 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
     }
     wandb = (cfg.wandb_project, wandb_mode)
     return finish(p.out_dir, rows, experiment, base.actor, p.objective, list(space.params), wandb)
+
+
+def _by_signal() -> str:
+    sig = signals.received()
+    return f" by {signal.Signals(sig).name}" if sig else ""
 
 
 def _summary(p: Prepared, base: OnDevice) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from edge_tune.report import write_report
 from edge_tune.results import closest_infeasible, format_front, format_table, pareto_front, rank, write_outputs
 from edge_tune.tracking import log_summary
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_NO_FEASIBLE", "EXIT_OK", "finish", "verdict"]
+__all__ = ["EXIT_NO_FEASIBLE", "EXIT_OK", "finish", "verdict"]
 
-EXIT_OK, EXIT_NO_FEASIBLE, EXIT_INTERRUPTED = 0, 3, 130
+EXIT_OK, EXIT_NO_FEASIBLE = 0, 3  # an interrupted run exits with 128 + the signal (signals.py)
 
 
 def finish(

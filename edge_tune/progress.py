@@ -54,6 +54,11 @@ def progress_callback(total: int, device_actor: str, quiet: bool, every_s: float
             self.queue: int | None = None
             self.job = ""  # what the device is doing, when a benchmark or evaluation has run for a while
             self.queue_ref: Any = None
+            self.counted = False
+
+        def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+            if not self.counted:  # a resumed run counts on from the trials it kept
+                self.counted, self.done = True, sum(t.status in ("TERMINATED", "ERROR") for t in trials)
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
             now = time.monotonic()

@@ -366,6 +366,9 @@ def resume_args(folder: Path) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from edge_tune import signals
+
+    signals.install(fresh=True)
     try:
         from edge_tune.experiment import run_experiment
 
@@ -382,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("edge-tune: interrupted", file=sys.stderr)
-        return 130
+        return signals.exit_code()
 
 
 if __name__ == "__main__":

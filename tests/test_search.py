@@ -1,5 +1,6 @@
 """The searcher on synthetic objectives: cheap, deterministic, no Ray cluster."""
 
+import json
 import math
 
 import pytest
@@ -99,11 +100,12 @@ def test_uniform_points_bisect_the_diagonal_for_the_threshold(holds, fractions):
     assert s.origins == ["uniform"] * 3
 
 
-def test_an_errored_uniform_point_leaves_the_bracket_as_it_was():
+def test_an_errored_uniform_point_teaches_nothing_and_is_not_run_again():
     s = ConstrainedBayesOpt({"r": Param("r", "float", 0.0, 1.0)}, initial_points=3, seed=0)
     s.suggest("a")
     s.on_trial_complete("a", error=True)
-    assert s.suggest("b")["r"] == pytest.approx(0.5)  # nothing was learnt: the middle again
+    # Not learnt (neither side of the threshold), but it cuts the bracket as a pending point would.
+    assert s.suggest("b")["r"] == pytest.approx(0.75) and s._diagonal_seen == []
 
 
 def _linf(a, b):
@@ -136,9 +138,9 @@ def test_restored_mid_bisection_it_goes_on_where_it_stopped(tmp_path):
     s = ConstrainedBayesOpt(PARAMS, initial_points=3, seed=5)
     drive(s, 1)
     s.suggest("pending")  # interrupted with one uniform trial still running
-    s.save(str(tmp_path / "state.pkl"))
+    s.save(str(tmp_path / "state.json"))
     restored = ConstrainedBayesOpt(PARAMS, initial_points=3, seed=5)
-    restored.restore(str(tmp_path / "state.pkl"))
+    restored.restore(str(tmp_path / "state.json"))
     assert restored.suggest("next") == s.suggest("next")
     assert restored.origins[-1] == "uniform"
 
@@ -227,9 +229,9 @@ def test_optuna_tpe_seeded_errors_skipped_and_restored(tmp_path):
     s.on_trial_complete("nan", {"score": math.nan, "constraint": 1.0})
     assert s.observations == []
     drive(s, 5)
-    s.save(str(tmp_path / "tpe.pkl"))
+    s.save(str(tmp_path / "tpe.json"))
     restored = OptunaTPE(PARAMS, seed=0)
-    restored.restore(str(tmp_path / "tpe.pkl"))
+    restored.restore(str(tmp_path / "tpe.json"))
     assert restored.observations == s.observations and len(restored._study.trials) == 5
     assert set(restored.suggest("next")) == {"x", "y"}
 
@@ -281,11 +283,37 @@ def test_contract_nan_inf_and_errors_are_never_learnt(name):
 def test_contract_save_then_restore_gives_the_same_next_suggestion(name, tmp_path):
     s = contract(name, seed=2)
     drive(s, 5)
-    s.save(str(tmp_path / "state.pkl"))
+    s.save_to_dir(str(tmp_path), "session")  # as Tune saves it, in the experiment folder
+    (saved,) = tmp_path.iterdir()
+    assert saved.name == "searcher-state-session.json"
+    assert isinstance(json.loads(saved.read_text()), dict)  # data, not a pickle: resuming runs no code
     restored = contract(name, seed=2)
-    restored.restore(str(tmp_path / "state.pkl"))
+    restored.restore_from_dir(str(tmp_path))
     assert restored.observations == s.observations and len(s.observations) == 5
     assert restored.suggest("next") == s.suggest("next")
+
+
+@pytest.mark.parametrize("name", list(SEARCHERS))
+def test_contract_a_damaged_state_is_named(name, tmp_path):
+    (tmp_path / "searcher-state-x.json").write_bytes(b"\x80\x04K\x01.")  # a pickle where JSON belongs
+    with pytest.raises(ValueError, match="searcher-state-x.json: not a saved searcher state"):
+        contract(name).restore_from_dir(str(tmp_path))
+
+
+def test_an_errored_point_is_not_proposed_again_even_after_a_restore(tmp_path):
+    s = ConstrainedBayesOpt(PARAMS, initial_points=4, seed=3)
+    first = s.suggest("a")  # the diagonal's midpoint
+    s.on_trial_complete("a", None, error=True)
+    s.suggest("b")
+    s.on_trial_complete("b", {"score": 0.4, "constraint": 0.2})
+    for i in range(4):  # random and model proposals keep clear of it too
+        config = s.suggest(f"c{i}")
+        assert max(abs(config[k] - first[k]) for k in first) >= s.min_distance  # both ranges are [0, 1]
+        s.on_trial_complete(f"c{i}", {"score": config["x"], "constraint": 0.8 - config["y"]})
+    s.save(str(tmp_path / "s.json"))
+    restored = ConstrainedBayesOpt(PARAMS, initial_points=4, seed=3)
+    restored.restore(str(tmp_path / "s.json"))
+    assert restored._failed == [first] and restored._too_close(first)
 
 
 def test_random_search_is_seeded_typed_and_in_range():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 import numpy as np
@@ -11,15 +10,15 @@ from ray.tune.search import Searcher
 from edge_tune.params import Param, uniform_point
 from edge_tune.search.observe import observed
 from edge_tune.search.registry import SearchSettings, register_searcher
+from edge_tune.search.state import JsonState, rng_state, set_rng_state
 
 __all__ = ["RandomSearch", "UniformSweep"]
 
 
-class _Recording(Searcher):
+class _Recording(JsonState, Searcher):
     """A searcher that learns nothing from results but keeps what it was shown (``observations``), and saves
-    and restores the fields named in ``_state`` (Tune calls these around interruptions)."""
+    it with its own position (Tune calls ``save`` and ``restore`` around interruptions)."""
 
-    _state: tuple[str, ...] = ("_observations",)
     constraint_metric = "constraint"
     constrained = True
 
@@ -43,24 +42,26 @@ class _Recording(Searcher):
     def observations(self) -> list[tuple[dict[str, Any], float, float]]:
         return list(self._observations)
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump({k: getattr(self, k) for k in self._state}, f)
+    def state(self) -> dict[str, Any]:
+        return {"observations": self._observations}
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            for k, v in pickle.load(f).items():
-                setattr(self, k, v)
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._observations = [(c, t, k) for c, t, k in state["observations"]]
 
 
 class RandomSearch(_Recording):
     """Independent uniform draws: floats in [low, high], ints in {low..high}, choices equally likely."""
 
-    _state = ("_rng", "_observations")
-
     def __init__(self, params: dict[str, Param], metric: str = "score", mode: str = "max", seed: int = 0) -> None:
         super().__init__(params, metric, mode)
         self._rng = np.random.default_rng(seed)
+
+    def state(self) -> dict[str, Any]:
+        return super().state() | {"rng": rng_state(self._rng)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        set_rng_state(self._rng, state["rng"])
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         return self._suggested(trial_id, {name: p.sample(self._rng) for name, p in self.params.items()})
@@ -79,12 +80,17 @@ class UniformSweep(_Recording):
     {'a': 0.4, 'b': 0.2}
     """
 
-    _state = ("_next", "_observations")
-
     def __init__(self, params: dict[str, Param], n: int, metric: str = "score", mode: str = "max") -> None:
         super().__init__(params, metric, mode)
         self.n = n
         self._next = 0
+
+    def state(self) -> dict[str, Any]:
+        return super().state() | {"next": self._next}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self._next = int(state["next"])
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self._next >= self.n:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import pickle
 import warnings
 from typing import Any
 
@@ -36,11 +35,12 @@ from ray.tune.search import Searcher
 from edge_tune.params import Param, uniform_point
 from edge_tune.search.observe import observed
 from edge_tune.search.registry import SearchSettings, register_searcher
+from edge_tune.search.state import JsonState, rng_state, set_rng_state
 
 __all__ = ["ConstrainedBayesOpt"]
 
 
-class ConstrainedBayesOpt(Searcher):
+class ConstrainedBayesOpt(JsonState, Searcher):
     """Bayesian optimisation with ``constraint >= 0`` modelled, not penalised.
 
     >>> s = ConstrainedBayesOpt({"r": Param("r", "float", 0.0, 0.9)}, initial_points=2)
@@ -89,7 +89,9 @@ class ConstrainedBayesOpt(Searcher):
         self._pending: dict[str, dict[str, Any]] = {}
         self._diagonal: dict[str, float] = {}  # pending uniform trials: their fraction of every range
         self._diagonal_seen: list[tuple[float, bool]] = []  # finished ones: (fraction, constraint held)
+        self._diagonal_failed: list[float] = []  # errored ones: cut the bracket like pending ones, for good
         self._observations: list[tuple[dict[str, Any], float, float]] = []
+        self._failed: list[dict[str, Any]] = []  # errored trials: learnt nothing, but never proposed again
         self._suggested = 0
         self._optimizer = self._new_optimizer()
 
@@ -204,7 +206,7 @@ class ConstrainedBayesOpt(Searcher):
         with several pending at once (no outcome yet): 1/2, 3/4, 1/4. Without a constraint
         (the combined objective) nothing is learnt from the outcomes, only the cuts.
         """
-        seen, pending = self._diagonal_seen, self._diagonal.values()
+        seen, pending = self._diagonal_seen, [*self._diagonal.values(), *self._diagonal_failed]
         if self.constrained:
             high = min((t for t, ok in seen if not ok), default=1.0)
             low = max((t for t, ok in seen if ok and t < high), default=0.0)
@@ -226,7 +228,8 @@ class ConstrainedBayesOpt(Searcher):
         span = np.ptp(space.bounds, axis=1)
         span[span == 0] = 1.0
         x = space.params_to_array(config)
-        others = [*self._pending.values(), *(held or []), *(c for c, _, _ in self._observations)]
+        observed = (c for c, _, _ in self._observations)
+        others = [*self._pending.values(), *(held or []), *observed, *self._failed]
         return any(float(np.max(np.abs(x - space.params_to_array(o)) / span)) < self.min_distance for o in others)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
@@ -237,6 +240,10 @@ class ConstrainedBayesOpt(Searcher):
             self._record(config, *seen)
             if fraction is not None:
                 self._diagonal_seen.append((fraction, seen[1] >= 0))
+        elif config is not None and error:
+            self._failed.append(config)
+            if fraction is not None:
+                self._diagonal_failed.append(fraction)
 
     def _record(self, config: dict[str, Any], target: float, constraint: float) -> None:
         self._observations.append((config, target, constraint))
@@ -249,30 +256,32 @@ class ConstrainedBayesOpt(Searcher):
         """(config, target as maximised, constraint) for every trial the optimiser saw."""
         return list(self._observations)
 
-    def save(self, checkpoint_path: str) -> None:
-        state = {
+    def state(self) -> dict[str, Any]:
+        return {
             "observations": self._observations,
+            "failed": self._failed,
             "pending": self._pending,
-            "diagonal": (self._diagonal, self._diagonal_seen),
+            "diagonal": self._diagonal,
+            "diagonal_seen": self._diagonal_seen,
+            "diagonal_failed": self._diagonal_failed,
             "suggested": self._suggested,
             "origins": self.origins,
-            "rng": self._optimizer._random_state.get_state(),
+            "rng": rng_state(self._optimizer._random_state),
         }
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(state, f)
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
+    def load_state(self, state: dict[str, Any]) -> None:
         self._optimizer = self._new_optimizer()
         self._observations = []
         for config, target, constraint in state["observations"]:
             self._record(config, target, constraint)
+        self._failed = state["failed"]
         self._pending = state["pending"]
-        self._diagonal, self._diagonal_seen = state.get("diagonal", ({}, []))
+        self._diagonal = state["diagonal"]
+        self._diagonal_seen = [(t, ok) for t, ok in state["diagonal_seen"]]
+        self._diagonal_failed = state["diagonal_failed"]
         self._suggested = state["suggested"]
-        self.origins = state.get("origins", [])
-        self._optimizer._random_state.set_state(state["rng"])
+        self.origins = state["origins"]
+        set_rng_state(self._optimizer._random_state, state["rng"])
         print(f"[edge_tune] searcher restored with {len(self._observations)} observation(s)", flush=True)
 
 

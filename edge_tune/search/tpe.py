@@ -8,7 +8,6 @@ concurrent suggestions apart by treating pending trials as bad ones.
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from typing import Any
 
@@ -17,13 +16,14 @@ from ray.tune.search import Searcher
 from edge_tune.params import Param
 from edge_tune.search.observe import observed
 from edge_tune.search.registry import SearchSettings, register_searcher
+from edge_tune.search.state import JsonState, rng_state, set_rng_state
 
 __all__ = ["OptunaTPE"]
 
 _CONSTRAINT = "constraint"  # user attribute: Optuna's constraints are feasible when <= 0, ours when >= 0
 
 
-class OptunaTPE(Searcher):
+class OptunaTPE(JsonState, Searcher):
     def __init__(self, params: dict[str, Param], initial_points: int = 4, seed: int = 0, constrained: bool = True):
         # The metric names are edge_tune's (trial.py): maximise "score", "constraint" >= 0 is feasible.
         super().__init__(metric="score", mode="max")
@@ -82,17 +82,13 @@ class OptunaTPE(Searcher):
         sampler = self._study.sampler
         return [sampler._rng.rng, sampler._random_sampler._rng.rng]
 
-    def save(self, checkpoint_path: str) -> None:
-        state = {"observations": self._observations, "rng": [r.get_state() for r in self._rngs()]}
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(state, f)
+    def state(self) -> dict[str, Any]:
+        return {"observations": self._observations, "rng": [rng_state(r) for r in self._rngs()]}
 
-    def restore(self, checkpoint_path: str) -> None:
+    def load_state(self, state: dict[str, Any]) -> None:
         import optuna
 
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        self._observations = state["observations"]
+        self._observations = [(c, t, k) for c, t, k in state["observations"]]
         self._study = self._new_study(self.seed)
         self._pending = {}
         for config, value, constraint in self._observations:
@@ -108,7 +104,7 @@ class OptunaTPE(Searcher):
             )
         # The sampler goes on from where it was, so the resumed run neither repeats nor skips a draw.
         for rng, saved in zip(self._rngs(), state["rng"], strict=True):
-            rng.set_state(saved)
+            set_rng_state(rng, saved)
         print(f"[edge_tune] searcher restored with {len(self._observations)} observation(s)", flush=True)
 
 
