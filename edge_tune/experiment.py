@@ -38,6 +38,7 @@ from edge_tune.space import SearchSpace
 from edge_tune.tracking import resolve_mode, trial_callbacks
 from edge_tune.train import TrainConfig
 from edge_tune.trial import TrialContext, run_trial, verify_and_export
+from edge_tune.trust import ledger_callback
 
 __all__ = ["OnDevice", "Prepared", "dry_run_schedule", "finetune_epochs", "prepare", "run_experiment"]
 
@@ -277,7 +278,7 @@ def _build_tuner(
 
     resources = {"cpu": cfg.trial_cpus, **({"gpu": ctx.gpus} if ctx.gpus else {})}
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
-    callbacks = [progress_callback(cfg.num_samples, cfg.device.actor_name, cfg.quiet)]
+    callbacks = [progress_callback(cfg.num_samples, cfg.device.actor_name, cfg.quiet), ledger_callback()]
     if wandb_mode != "off":
         callbacks += trial_callbacks(cfg.wandb_project, name, wandb_mode)  # in this order
     if cfg.resume:

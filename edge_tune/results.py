@@ -120,7 +120,7 @@ def rows_from_results(results: Any) -> list[TrialRow]:
             TrialRow(
                 trial_id,
                 status,
-                dict(r.config or {}),
+                dict(r.config or _params(Path(r.path))),
                 outcome,
                 error,
                 ckpt,
@@ -128,6 +128,15 @@ def rows_from_results(results: Any) -> list[TrialRow]:
             )
         )
     return rows
+
+
+def _params(trial_dir: Path) -> dict[str, Any]:
+    """A trial's config from the ``params.json`` Tune wrote when it started: an errored trial that reported
+    nothing has no config in its result."""
+    try:
+        return dict(json.loads((trial_dir / "params.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 def read_results(out_dir: Path) -> tuple[list[TrialRow], float]:

@@ -198,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted experiment folder with its own settings; finished trials are not re-run",
     )
     p.add_argument(
+        "--trust-folder",
+        action="store_true",
+        help="with --resume: resume a folder this user's runs did not write (Ray unpickles files in it, "
+        "which can run code: only for folders from people you trust)",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="2 trials of 1 fine-tune epoch (or as few as the schedule needs) on a 4-epoch baseline: a quick try "
@@ -215,12 +221,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume is None:
+        if args.trust_folder:
+            raise UserError("--trust-folder goes with --resume DIR: it lets a folder edge_tune did not write resume")
         if (args.space is None) == (args.schedule is None):
             raise UserError("give --space (a search) or --schedule (one Distiller schedule, as written), not both")
         return args
-    if [a for a in argv if a.startswith("--") and a != "--resume"]:
-        raise UserError("--resume takes the experiment's own settings; give it no other flags")
-    return resume_args(args.resume)
+    if [a for a in argv if a.startswith("--") and a not in ("--resume", "--trust-folder")]:
+        raise UserError("--resume takes the experiment's own settings; give it no other flags but --trust-folder")
+    return resume_args(args.resume, args.trust_folder)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -337,9 +345,11 @@ def _needed_epochs(space: Any) -> int:
         raise located(space.path, space.path.read_text(), exc, space.schedule_file) from exc
 
 
-def resume_args(folder: Path) -> argparse.Namespace:
-    """The saved command line of the experiment in ``folder``, pointed back at that folder."""
+def resume_args(folder: Path, trusted: bool = False) -> argparse.Namespace:
+    """The saved command line of the experiment in ``folder``, pointed back at that folder. Unless ``trusted``
+    (--trust-folder), the folder must be one this user's runs wrote (``trust.check_folder``)."""
     from edge_tune.config import RUN_FILE
+    from edge_tune.trust import check_folder
 
     saved = folder / RUN_FILE
     if not saved.is_file():
@@ -353,6 +363,8 @@ def resume_args(folder: Path) -> argparse.Namespace:
             f"--resume {folder}: {saved} is damaged ({type(exc).__name__}: {exc}); it holds the run's command line, "
             "which --resume needs: start the experiment again"
         ) from None
+    if not trusted:  # reading the command line runs nothing; acting on it may import a model's module
+        check_folder(folder)
     if run.get("schedule"):  # resolved when saved: --resume may run from another folder
         args.schedule, args.space = Path(space), None
     else:

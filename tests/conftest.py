@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 # W&B and Ray must never reach out of the machine during tests.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The user's cache (baselines, and the records of which experiment folders --resume may trust) is the
+# session's own: tests leave the real one alone and never find what an earlier session left there.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="edge_tune-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -296,7 +296,7 @@ def test_contract_save_then_restore_gives_the_same_next_suggestion(name, tmp_pat
 @pytest.mark.parametrize("name", list(SEARCHERS))
 def test_contract_a_damaged_state_is_named(name, tmp_path):
     (tmp_path / "searcher-state-x.json").write_bytes(b"\x80\x04K\x01.")  # a pickle where JSON belongs
-    with pytest.raises(ValueError, match="searcher-state-x.json: not a saved searcher state"):
+    with pytest.raises(ValueError, match=r"searcher-state-x\.json: not a saved searcher state"):
         contract(name).restore_from_dir(str(tmp_path))
 
 
