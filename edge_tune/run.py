@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from edge_tune.config import SMOKE, default
 from edge_tune.errors import UserError
@@ -37,6 +37,14 @@ def _defaulted(p: argparse.ArgumentParser, flag: str, what: str, **kwargs: Any) 
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are ``UserError``s: one paragraph, exit 2, not the usage block and a second
+    message (a saved command line that no longer parses is reported as the damaged file it is)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (python -m edge_tune.run --help lists the flags)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The flags; every default shown and used is ``config.default``'s."""
     from edge_tune.data import available_datasets
@@ -44,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_tune.search import SEARCHERS
     from edge_tune.tool_flags import add_normalisation_flags
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="edge-tune",
         allow_abbrev=False,  # --smok is not --smoke
         description=(
@@ -358,7 +366,7 @@ def resume_args(folder: Path, trusted: bool = False) -> argparse.Namespace:
         run = json.loads(saved.read_text())
         args = build_parser().parse_args(run["argv"])
         space = run["space"]
-    except (ValueError, KeyError, TypeError, SystemExit) as exc:
+    except (ValueError, KeyError, TypeError, UserError) as exc:
         raise UserError(
             f"--resume {folder}: {saved} is damaged ({type(exc).__name__}: {exc}); it holds the run's command line, "
             "which --resume needs: start the experiment again"

@@ -288,6 +288,11 @@ def _read_yaml(path: Path, what: str) -> tuple[str, Any]:
     try:
         text = path.read_text()
         return text, yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:  # one line: where, and what the parser expected there
+        mark = exc.problem_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise UserError(f"{path}{where}: cannot read {what}: {problem}") from exc
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise UserError(f"{path}: cannot read {what}: {exc}") from exc
 

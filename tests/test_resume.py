@@ -2,7 +2,6 @@
 killed before it) and a real kill -9 of the driver, of a real run; and only folders this user's runs wrote."""
 
 import csv
-import json
 import os
 import pickle
 import re
@@ -156,17 +155,6 @@ class _Exploit:
 
     def __reduce__(self):
         return (Path(self.path).touch, ())
-
-
-def test_resume_on_a_folder_that_is_not_an_experiment_exits_2(tmp_path):
-    proc = run_cli("--resume", str(tmp_path), cwd=REPO)
-    assert proc.returncode == 2 and "not an edge_tune experiment" in proc.stderr
-
-
-def test_resume_takes_no_other_flags(tmp_path):
-    (tmp_path / "edge_tune_run.json").write_text(json.dumps({"argv": [], "space": "x", "cwd": os.getcwd()}))
-    proc = run_cli("--resume", str(tmp_path), "--epochs", "2", cwd=REPO)
-    assert proc.returncode == 2 and "--resume" in proc.stderr
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
