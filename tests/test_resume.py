@@ -4,9 +4,9 @@ killed before it) and a real kill -9 of the driver, of a real run; and only fold
 import csv
 import os
 import pickle
-import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,15 +42,29 @@ def _descendants(pid: int) -> set[int]:
 
 
 def _outward_listeners(pids: set[int]) -> list[str]:
-    """``ss -ltnp`` lines of a TCP listener of one of ``pids`` on an address other than loopback."""
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    """TCP listeners of ``pids`` on an address other than loopback: what ``ss -ltnp`` shows, read from the
+    same kernel tables (``/proc/net/tcp*`` for listening sockets, ``/proc/PID/fd`` for their owners)."""
+    listening: dict[str, str] = {}  # socket inode -> address:port
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            address, port = fields[1].split(":")
+            raw = bytes.fromhex(address)
+            words = b"".join(raw[k : k + 4][::-1] for k in range(0, len(raw), 4))  # each 32-bit word is little-endian
+            host = socket.inet_ntop(socket.AF_INET if width == 8 else socket.AF_INET6, words)
+            listening[fields[9]] = f"{host}:{int(port, 16)}"
     found = []
-    for line in out.splitlines():
-        local = line.split()[3]
-        owners = {int(m) for m in re.findall(r"pid=(\d+)", line)}
-        host = local.rsplit(":", 1)[0].strip("[]")
-        if owners & pids and host not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
-            found.append(line)
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:  # gone, or not ours to read
+            continue
+        for link in links:
+            where = listening.get(link.removeprefix("socket:[").removesuffix("]"))
+            if where and where.rsplit(":", 1)[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+                found.append(f"pid {pid} ({Path(f'/proc/{pid}/comm').read_text().strip()}) listens on {where}")
     return found
 
 
