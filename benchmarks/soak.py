@@ -11,8 +11,9 @@ go on in the resumed run). At the end it checks what the run promises: the
 run finishes; every trial appears once in ``results.csv`` (errored ones
 marked ``error``) and has one trial folder; no trial reported a final result
 twice; and the searcher's saved state holds an observation for every trial
-that finished. Processes are found below the driver by their Ray titles
-(``ray::EdgeDevice``, ``ray::ImplicitFunc``).
+that finished. Processes are found by their Ray titles (``ray::EdgeDevice``,
+``ray::ImplicitFunc``). The run joins a one-machine cluster of 3 logical
+CPUs (``ray_cluster``), so that 2 trials run at once beside the device.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,27 +33,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "docs" / "benchmarks"
+# The soak's cluster, for it and its drivers: on loopback only, as a local run is, and without token
+# authentication (nothing but this machine's own processes can reach it).
+LOCAL_CLUSTER = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        found.add(p)
-        todo += children.get(p, [])
-    return found
-
-
-def titled(pid: int, title: str) -> list[int]:
+def titled(title: str) -> list[int]:
+    """Processes of this machine whose command line (Ray sets it to the actor's title) holds ``title``."""
     out = []
-    for p in descendants(pid):
+    for p in (int(d.name) for d in Path("/proc").glob("[0-9]*")):
         try:
             if title in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace"):
                 out.append(p)
@@ -61,7 +51,10 @@ def titled(pid: int, title: str) -> list[int]:
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=REPO, stdout=log.open("a"), stderr=subprocess.STDOUT)
+    # The driver joins the loopback-only cluster at 127.0.0.1, so it too must take 127.0.0.1 for its node's
+    # address: Ray would otherwise turn that address into the machine's outward one, where nothing listens.
+    env = {**os.environ, **LOCAL_CLUSTER}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT)
 
 
 def wait_searching(proc: subprocess.Popen, log: Path, runs: int) -> None:
@@ -70,13 +63,32 @@ def wait_searching(proc: subprocess.Popen, log: Path, runs: int) -> None:
         time.sleep(1)
 
 
-def soak(trials: int, seed: int, work: Path) -> dict:
+def ray_cluster(cpus: int) -> str:
+    """A one-machine Ray cluster with ``cpus`` logical CPUs and the edge device, on loopback; its address.
+
+    A run that starts Ray itself gives it the machine's cores (2 here), and one of them goes to the
+    device: one trial at a time. Joining a cluster that declares 3 CPUs lets 2 trials run at once beside
+    the device (oversubscribed on 2 cores, which a soak does not mind), and the cluster outlives a
+    killed driver, as a real one does.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, **LOCAL_CLUSTER}
+    subprocess.run([ray, "start", "--head", f"--port={port}", f"--num-cpus={cpus}",
+                    '--resources={"edge_device": 1}', "--include-dashboard=false", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    return f"127.0.0.1:{port}"
+
+
+def soak(trials: int, seed: int, work: Path, address: str) -> dict:
     rng = random.Random(seed)
     exp, log = work / "out" / "soak", work / "soak.log"
     cmd = [sys.executable, "-m", "edge_tune.run", "--space", "filter_prune", "--num-samples", str(trials),
            "--max-concurrent", "2", "--epochs", "1", "--truncate-lr", "--baseline-epochs", "4",
            "--cache-dir", str(work / "cache"), "--output-dir", str(work / "out"), "--name", "soak", "--wandb", "off",
-           "--seed", str(seed)]  # fmt: skip
+           "--seed", str(seed), "--address", address]  # fmt: skip
     plan = ["device"] * 3 + ["trial"] * 3 + ["driver"]
     rng.shuffle(plan)
     kills: list[dict] = []
@@ -100,7 +112,7 @@ def soak(trials: int, seed: int, work: Path) -> dict:
             continue
         what = plan[0]
         title = {"device": "ray::EdgeDevice", "trial": "ray::ImplicitFunc"}.get(what, "")
-        pid = proc.pid if what == "driver" else next(iter(titled(proc.pid, title)), None)
+        pid = proc.pid if what == "driver" else next(iter(titled(title)), None)
         if pid is None:
             continue  # nothing of that kind running now: try at the next moment
         plan.pop(0)
@@ -162,6 +174,7 @@ def write(result: dict) -> None:
         "| measure | value |",
         "| --- | --- |",
         f"| trials asked | {result['trials_asked']} |",
+        f"| cluster joined | {result['cluster']} |",
         f"| kills (SIGKILL) | {kills} |",
         f"| kills planned but not done (nothing of that kind running) | {result['kills_not_done'] or 'none'} |",
         f"| runs (the first, then each --resume) / their exit codes | {result['runs']} / {result['exit_codes']} |",
@@ -188,8 +201,14 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        write(soak(args.trials, args.seed, Path(tmp)))
+    address = ray_cluster(cpus=3)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            write(
+                soak(args.trials, args.seed, Path(tmp), address) | {"cluster": f"ray start --head, 3 CPUs, {address}"}
+            )
+    finally:
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop"], check=False, capture_output=True)
 
 
 if __name__ == "__main__":

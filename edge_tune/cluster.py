@@ -11,7 +11,7 @@ from edge_tune.config import ExperimentConfig
 from edge_tune.errors import UserError
 from edge_tune.progress import log
 
-__all__ = ["loopback_only", "ray_address", "start_ray", "trial_gpus"]
+__all__ = ["check_address", "loopback_only", "ray_address", "start_ray", "trial_gpus"]
 
 
 def trial_gpus(flag: str, cluster: dict[str, float], joined: bool) -> float:
@@ -40,6 +40,31 @@ def trial_gpus(flag: str, cluster: dict[str, float], joined: bool) -> float:
 def ray_address(cfg: ExperimentConfig) -> str | None:
     """The cluster to join (--address, else RAY_ADDRESS, as under ``ray job submit``); None: start one."""
     return cfg.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_address(address: str) -> None:
+    """Refuse, before any training, a cluster address where nothing listens.
+
+    ``host:port`` (the GCS, as ``ray start --head`` prints it) must accept a TCP
+    connection within a few seconds; ``auto``, ``local`` and ``ray://`` (Ray
+    Client) addresses are left to ``ray.init``. Whether the cluster lets this
+    driver in (its auth token, its Ray version) is known only when joining.
+    """
+    import socket
+
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    flag = "--address" if os.environ.get("RAY_ADDRESS") != address else "RAY_ADDRESS"
+    if not (host and port.isdigit()):
+        raise UserError(f"{flag} {address}: give the head node's host:port, as `ray start --head` prints it")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(
+            f"{flag} {address}: no Ray cluster answers there ({exc.strerror or exc}); start one with "
+            "`ray start --head` (or `ray up cluster.yaml`), or leave the address out to run on this machine"
+        ) from None
 
 
 def loopback_only() -> None:
@@ -72,7 +97,15 @@ def start_ray(cfg: ExperimentConfig, name: str = "") -> Any:
     address = ray_address(cfg)
     job = JobConfig(metadata={"edge_tune_experiment": name, "edge_tune_space": cfg.space.name})
     if address:
-        ctx = ray.init(address=address, namespace="edge_tune", log_to_driver=False, job_config=job)
+        try:
+            ctx = ray.init(address=address, namespace="edge_tune", log_to_driver=False, job_config=job)
+        except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"--address {address}: cannot join the Ray cluster there ({why}); if it uses token "
+                "authentication (Ray's default for a new cluster), its token must be in ~/.ray/auth_token or "
+                "RAY_AUTH_TOKEN here too"
+            ) from None
     else:
         loopback_only()
         cpus = max(os.cpu_count() or 1, cfg.device.threads + cfg.trial_cpus)

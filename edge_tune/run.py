@@ -312,6 +312,10 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.data_dir = args.data_dir.resolve() if args.data_dir else None  # trials run in other folders
     timing = TimingPlan(target_ci=args.target_ci / 100, time_cap_s=args.time_cap)
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    if not local:
+        from edge_tune.cluster import check_address
+
+        check_address(args.address or os.environ["RAY_ADDRESS"])
     if args.device_python and local:
         _interpreter(args.device_python)  # on a cluster it lives on the edge host, not here
     elif local:  # the device is this machine's: its name is checked now, not after Ray has started

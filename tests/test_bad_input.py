@@ -140,6 +140,8 @@ def _cases(f: dict[str, Path], tmp: Path) -> list[tuple[str, list[str], str]]:
         ("a mean of the wrong length", [*fp, "--mean", "0.1,0.2,0.3"], "--mean"),
         ("--cache-dir naming a file", [*fp, "--cache-dir", str(f["a_file"])], "--cache-dir"),
         ("--output-dir naming a file", [*fp, "--output-dir", str(f["a_file"])], "--output-dir"),
+        ("a cluster address where nothing listens", [*fp, "--address", "127.0.0.1:1"], "no Ray cluster answers"),
+        ("a cluster address that is not host:port", [*fp, "--address", "headnode"], "--address headnode"),
         ("a device OpenVINO does not have", [*fp, "--device", "MYRIAD"], "available: CPU"),
         ("a device interpreter that is not there", [*fp, "--device-python", str(tmp / "py")], "--device-python"),
         ("a precision that is not one", [*fp, "--precision", "f64"], "--precision"),
