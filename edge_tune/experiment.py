@@ -157,6 +157,7 @@ def _trial_context(p: Prepared, base: OnDevice, resources: dict[str, float]) -> 
         gpus=trial_gpus(cfg.gpus_per_trial, resources, joined=ray_address(cfg) is not None),
         normalisation=(cfg.mean, cfg.std),
         truncate_lr=cfg.truncate_lr,
+        experiment_dir=p.out_dir,
     )
 
 

@@ -28,6 +28,7 @@ from edge_tune.compression.quantize import quantize_onnx
 from edge_tune.data import Dataset, load_dataset, with_channels
 from edge_tune.device import LatencyResult, get_device
 from edge_tune.device.engine import unpack_ir
+from edge_tune.errored import earlier_error
 from edge_tune.export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
 from edge_tune.layers import write_layers
 from edge_tune.objective import Objective
@@ -60,6 +61,7 @@ class TrialContext:
     gpus: float = 0.0  # GPUs Ray gives each trial (--gpus-per-trial); fine-tuning runs on CUDA when > 0
     normalisation: tuple[tuple[float, ...] | None, tuple[float, ...] | None] = (None, None)  # --mean, --std
     truncate_lr: bool = False  # --truncate-lr: an lr scheduler's policy may outlast fine-tuning
+    experiment_dir: Path | None = None  # where errored_trials.json is: a trial there is not run again
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -67,6 +69,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     import ray
     from ray import tune
 
+    before = earlier_error(ctx.experiment_dir, tune.get_context().get_trial_id()) if ctx.experiment_dir else None
+    if before is not None:
+        raise RuntimeError(f"errored in an earlier run of this experiment, and is not run again: {before}")
     torch.set_num_threads(ctx.threads)
     mean, std = ctx.normalisation
     # An image folder is read by as many processes as the trial has CPUs, beside the one that trains.

@@ -1,0 +1,44 @@
+"""Errored trials stay errored: a record of them in the experiment folder, which ``--resume`` honours.
+
+Ray Tune keeps an errored trial as it is on resume (``resume_errored=False``),
+but only if its saved experiment state already says so; the state saved just
+before a driver was killed can still call it running, and Tune then runs it
+again. So the driver notes each errored trial (its id and the last line of
+its error) in ``errored_trials.json`` the moment Tune reports the error, and
+a trial that finds itself there raises at once: it is kept, marked errored,
+with its first error, and its fine-tune is not run twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["ERRORED_FILE", "earlier_error", "record_error"]
+
+ERRORED_FILE = "errored_trials.json"
+
+
+def _read(folder: Path) -> dict[str, str]:
+    try:
+        found = json.loads((folder / ERRORED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def record_error(folder: Path, trial_id: str, reason: str) -> None:
+    """Add ``trial_id`` with ``reason`` to the folder's record (written whole, then renamed into place)."""
+    errored = _read(folder) | {trial_id: reason}
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".errored-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(errored, f, indent=1)
+    os.replace(tmp, folder / ERRORED_FILE)
+
+
+def earlier_error(folder: Path, trial_id: str) -> str | None:
+    """The error ``trial_id`` had in an earlier run of the experiment in ``folder``, if any."""
+    return _read(folder).get(trial_id)
