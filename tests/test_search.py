@@ -300,6 +300,13 @@ def test_contract_a_damaged_state_is_named(name, tmp_path):
         contract(name).restore_from_dir(str(tmp_path))
 
 
+def test_a_folder_with_only_a_pickled_state_starts_the_searcher_afresh(tmp_path, capsys):
+    (tmp_path / "searcher-state-old.pkl").write_bytes(b"\x80\x04K\x01.")  # what an older version saved
+    s = contract("bayesopt")
+    s.restore_from_dir(str(tmp_path))
+    assert s.observations == [] and "starts without the earlier observations" in capsys.readouterr().out
+
+
 def test_an_errored_point_is_not_proposed_again_even_after_a_restore(tmp_path):
     s = ConstrainedBayesOpt(PARAMS, initial_points=4, seed=3)
     first = s.suggest("a")  # the diagonal's midpoint

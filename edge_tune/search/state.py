@@ -67,3 +67,15 @@ class JsonState:
         if not isinstance(state, dict):
             raise ValueError(f"{checkpoint_path}: not a saved searcher state (a JSON object)")
         self.load_state(state)
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """The newest state Tune saved in ``checkpoint_dir``. A folder from before JSON state holds only a
+        pickle, which is never read: the searcher then starts again without observations, and says so."""
+        if not list(Path(checkpoint_dir).glob(self.CKPT_FILE_TMPL.format("*"))):
+            print(
+                f"[edge_tune] {checkpoint_dir} holds no searcher state saved as JSON (an older edge_tune pickled "
+                "it, and pickles are not read): the searcher starts without the earlier observations",
+                flush=True,
+            )
+            return
+        super().restore_from_dir(checkpoint_dir)  # type: ignore[misc]  # Tune's Searcher, mixed in after
