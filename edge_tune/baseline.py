@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from edge_tune.data import Dataset
+from edge_tune.files import write_atomically
 from edge_tune.models import create_model
 from edge_tune.train import Accuracy, TrainConfig, evaluate, fine_tune
 
@@ -51,13 +52,6 @@ class Baseline:
         model = create_model(self.model_name, num_classes=num_classes, in_channels=in_channels)
         model.load_state_dict(copy.deepcopy(self.state_dict))
         return model.eval()
-
-
-def _atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """``write`` a file beside ``path``, then rename it there: a half-written cache entry is never read."""
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _fingerprint(data: Dataset) -> str:
@@ -155,8 +149,8 @@ def _train(
     seconds = time.perf_counter() - start
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"accuracy": asdict(acc), "train_seconds": seconds, "model": model_name, "dataset": data.name}
-    _atomically(weights, lambda tmp: torch.save(model.state_dict(), tmp))
-    _atomically(meta_file, lambda tmp: tmp.write_text(json.dumps(meta | {"recipe": asdict(cfg)}, indent=2)))
+    write_atomically(weights, lambda tmp: torch.save(model.state_dict(), tmp))
+    write_atomically(meta_file, lambda tmp: tmp.write_text(json.dumps(meta | {"recipe": asdict(cfg)}, indent=2)))
     return Baseline(model_name, data.name, model.state_dict(), acc, seconds, key, cached=False)
 
 
@@ -184,7 +178,7 @@ def load_weights_baseline(
     acc = evaluate(model, data.val)
     meta_file.parent.mkdir(parents=True, exist_ok=True)
     meta = {"accuracy": asdict(acc), "weights": str(path), "sha256": digest}
-    _atomically(meta_file, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    write_atomically(meta_file, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     return Baseline(model_name, data.name, state, acc, 0.0, key, cached=False, source=source)
 
 

@@ -12,11 +12,12 @@ with its first error, and its fine-tune is not run twice.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ERRORED_FILE", "earlier_error", "record_error"]
+from edge_tune.files import write_atomically
+
+__all__ = ["ERRORED_FILE", "earlier_error", "errored_callback", "record_error"]
 
 ERRORED_FILE = "errored_trials.json"
 
@@ -33,12 +34,29 @@ def record_error(folder: Path, trial_id: str, reason: str) -> None:
     """Add ``trial_id`` with ``reason`` to the folder's record (written whole, then renamed into place)."""
     errored = _read(folder) | {trial_id: reason}
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".errored-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(errored, f, indent=1)
-    os.replace(tmp, folder / ERRORED_FILE)
+    write_atomically(folder / ERRORED_FILE, lambda tmp: tmp.write_text(json.dumps(errored, indent=1)))
 
 
 def earlier_error(folder: Path, trial_id: str) -> str | None:
     """The error ``trial_id`` had in an earlier run of the experiment in ``folder``, if any."""
     return _read(folder).get(trial_id)
+
+
+def _last_line(path: str | None) -> str:
+    """The last line of a trial's error file (the exception), or a word when there is none to read."""
+    try:
+        lines = Path(path).read_text().strip().splitlines() if path else []
+    except OSError:
+        lines = []
+    return lines[-1] if lines else "errored"
+
+
+def errored_callback() -> Any:
+    """A Tune callback that records each errored trial in its experiment folder as Tune reports it."""
+    from ray.tune import Callback
+
+    class RecordErrors(Callback):
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            record_error(Path(trial.path).parent, trial.trial_id, _last_line(trial.error_file))
+
+    return RecordErrors()

@@ -27,6 +27,7 @@ from edge_tune.contract import fit_data_to_model
 from edge_tune.data import Chunks, Dataset, load_dataset
 from edge_tune.device import DeviceAccuracy, LatencyResult, start_device
 from edge_tune.early_stop import make_early_stopping
+from edge_tune.errored import errored_callback
 from edge_tune.finish import finish
 from edge_tune.objective import Objective, check_reachable, parse_threshold
 from edge_tune.progress import await_device, log, progress_callback
@@ -279,7 +280,11 @@ def _build_tuner(
 
     resources = {"cpu": cfg.trial_cpus, **({"gpu": ctx.gpus} if ctx.gpus else {})}
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
-    callbacks = [progress_callback(cfg.num_samples, cfg.device.actor_name, cfg.quiet), ledger_callback()]
+    callbacks = [
+        progress_callback(cfg.num_samples, cfg.device.actor_name, cfg.quiet),
+        errored_callback(),
+        ledger_callback(),
+    ]
     if wandb_mode != "off":
         callbacks += trial_callbacks(cfg.wandb_project, name, wandb_mode)  # in this order
     if cfg.resume:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from edge_tune.device import DeviceConfig
-from edge_tune.errored import record_error
 from edge_tune.outcome import TrialOutcome
 
 __all__ = ["await_device", "log", "progress_callback"]
@@ -36,15 +34,6 @@ def await_device(ref: Any, what: str, device: DeviceConfig, quiet: bool, every_s
                 f"{cap:.0f}s, or once the speed-up's 95% CI is within {100 * device.timing.target_ci:g}%"
             )
     return ray.get(ref)
-
-
-def _last_line(path: str | None) -> str:
-    """The last line of a trial's error file (the exception), or a word when there is none to read."""
-    try:
-        lines = Path(path).read_text().strip().splitlines() if path else []
-    except OSError:
-        lines = []
-    return lines[-1] if lines else "errored"
 
 
 def progress_callback(total: int, device_actor: str, quiet: bool, every_s: float = 15.0) -> Any:
@@ -114,7 +103,6 @@ def progress_callback(total: int, device_actor: str, quiet: bool, every_s: float
             )
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            record_error(Path(trial.path).parent, trial.trial_id, _last_line(trial.error_file))
             self.done += 1
             log(f"trial {self.done}/{total} {trial.trial_id}: errored, the search goes on ({trial.error_file})")
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from edge_tune.config import RUN_FILE
 from edge_tune.errors import UserError
+from edge_tune.files import write_atomically
 
 __all__ = ["KEEP", "Ledger", "check_folder", "ledger_callback", "trust_dir"]
 
@@ -106,10 +106,7 @@ class Ledger:
         assert self.record is not None
         self.record.parent.mkdir(parents=True, exist_ok=True)
         body = {"folder": str(self.folder), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": self.files}
-        fd, tmp = tempfile.mkstemp(dir=self.record.parent, prefix=".record-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(body, f, indent=1)
-        os.replace(tmp, self.record)
+        write_atomically(self.record, lambda tmp: tmp.write_text(json.dumps(body, indent=1)))
 
 
 def ledger_callback() -> Any:

@@ -14,21 +14,13 @@ from pathlib import Path
 
 import torch
 from conftest import REPO
+from test_weights import USER_MODELS as WEIGHTS_USER_MODELS
 from torch import nn
 
 SPACE = (REPO / "search_spaces" / "filter_prune.yaml").read_text()
 RECIPE = (REPO / "tests" / "data" / "distiller" / "slimming.yaml").read_text()
 
-USER_MODELS = """
-from torch import nn
-def ignores_channels(num_classes, in_channels=3):
-    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
-def thousand_classes(num_classes, in_channels=1):
-    return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1000))
-def raises(num_classes):
-    raise ValueError("pretrained weights not found")
-not_callable = 3
-"""
+USER_MODELS = WEIGHTS_USER_MODELS + "not_callable = 3\n"  # the contract tests' models, and one more
 
 
 class _Exploit:
