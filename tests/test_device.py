@@ -85,7 +85,10 @@ def test_baseline_against_itself(runner, resnet20, example):
     assert result.precision == "f32" and result.threads == 1 and 5 <= result.rounds <= 8
     assert result.latency_ms_p50 > 0 and result.latency_ms_p90 >= result.latency_ms_p50
     assert result.throughput_fps == pytest.approx(1000 / result.latency_ms_p50)
-    assert 0.5 < result.speedup < 2.0 and result.speedup_ci_low <= result.speedup <= result.speedup_ci_high
+    # A ratio, not a wall-clock bound, yet still timing: on a loaded machine five short rounds of a model against
+    # itself have read 0.44x. How close an A/A comparison comes to 1 is measured in benchmarks/device.py.
+    assert math.isfinite(result.speedup) and result.speedup > 0
+    assert result.speedup_ci_low <= result.speedup <= result.speedup_ci_high
     assert result.compile_s > 0 and result.first_inference_ms > 0
 
 
