@@ -30,7 +30,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]], fieldnames: list[str] | No
         writer.writerows(rows)
 
 
-LAYER_FIELDS = ("module", "node", "node_type", "exec_type", "time_ms", "fused")
+LAYER_FIELDS = ("module", "node", "node_type", "exec_type", "time_ms", "time_ms_min", "time_ms_max", "fused")
 
 
 def write_layers(path: Path, layers: Sequence[LayerTiming]) -> None:
@@ -48,6 +48,8 @@ def read_layers(path: Path) -> list[LayerTiming]:
                 r["exec_type"],
                 float(r["time_ms"]),
                 tuple(x for x in r["fused"].split("+") if x),
+                float(r.get("time_ms_min") or "nan"),  # absent from profiles written before the spread was kept
+                float(r.get("time_ms_max") or "nan"),
             )
             for r in csv.DictReader(f)
         ]
@@ -65,6 +67,10 @@ class LayerComparison:
     exec_type_baseline: str  # OpenVINO's kernel
     exec_type_best: str
     fused: str  # layers folded in, joined by '+'
+    baseline_min_ms: float = math.nan  # each time's spread: its range over the profile's repeats
+    baseline_max_ms: float = math.nan
+    best_min_ms: float = math.nan
+    best_max_ms: float = math.nan
 
 
 def compare_layers(baseline: Sequence[LayerTiming], best: Sequence[LayerTiming]) -> list[LayerComparison]:
@@ -86,6 +92,10 @@ def compare_layers(baseline: Sequence[LayerTiming], best: Sequence[LayerTiming])
                 b.exec_type if b else "",
                 c.exec_type if c else "",
                 "+".join(ref.fused),
+                b.time_ms_min if b else math.nan,
+                b.time_ms_max if b else math.nan,
+                c.time_ms_min if c else math.nan,
+                c.time_ms_max if c else math.nan,
             )
         )
     return sorted(rows, key=lambda r: -r.baseline_ms if math.isfinite(r.baseline_ms) else math.inf)
@@ -99,7 +109,7 @@ def read_comparison(path: Path) -> list[LayerComparison]:
     """``layers.csv`` of an experiment, typed; empty when there is none."""
     if not path.is_file():
         return []
-    numeric = {"baseline_ms", "best_ms", "speedup"}
+    numeric = {f.name for f in fields(LayerComparison) if f.type == "float"}
     with open(path, newline="") as f:
         return [
             LayerComparison(**{k: float(v or "nan") if k in numeric else v for k, v in r.items()})  # type: ignore[arg-type]

@@ -284,7 +284,10 @@ def write_outputs(
                 finetune = json.loads((chosen.checkpoint / "finetune.json").read_text())
             write_deliverable(chosen.checkpoint, out_dir / "best", trial_metrics(chosen, reference))
             if (chosen.checkpoint / "layers.csv").exists():
-                layers = compare_layers(baseline_layers, read_layers(chosen.checkpoint / "layers.csv"))
+                # The baseline profiled interleaved with this trial's model, where the trial kept it.
+                alongside = chosen.checkpoint / "baseline_layers.csv"
+                base = read_layers(alongside) if alongside.exists() else baseline_layers
+                layers = compare_layers(base, read_layers(chosen.checkpoint / "layers.csv"))
                 write_comparison(out_dir / "layers.csv", layers)
         summary |= {
             "trial_id": chosen.trial_id,

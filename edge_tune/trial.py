@@ -169,6 +169,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         }
         Path(tmp, "architecture.json").write_text(json.dumps(architecture, indent=2))
         write_layers(Path(tmp, "layers.csv"), latency.layers)
+        write_layers(Path(tmp, "baseline_layers.csv"), latency.baseline_layers)  # profiled alongside
         tune.report(outcome.to_dict(), checkpoint=tune.Checkpoint.from_directory(tmp))
 
 

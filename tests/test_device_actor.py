@@ -14,7 +14,9 @@ from edge_tune.export import to_onnx
 
 # A benchmark that always runs to its 2-second cap: long enough to interrupt.
 SLOW = DeviceConfig(
-    timing=TimingPlan(warmup=2, iters_per_round=5, min_rounds=5, target_ci=0.0, time_cap_s=2.0), profile_inferences=2
+    timing=TimingPlan(warmup=2, iters_per_round=5, min_rounds=5, target_ci=0.0, time_cap_s=2.0),
+    profile_repeats=1,
+    profile_inferences=2,
 )
 
 

@@ -15,7 +15,9 @@ from edge_tune.models import create_model
 from edge_tune.space import find_space, space_names
 from edge_tune.train import TrainConfig, fine_tune, make_optimizer
 
-FAST = DeviceConfig(timing=TimingPlan(warmup=2, iters_per_round=3, min_rounds=3, max_rounds=3), profile_inferences=2)
+FAST = DeviceConfig(
+    timing=TimingPlan(warmup=2, iters_per_round=3, min_rounds=3, max_rounds=3), profile_repeats=1, profile_inferences=2
+)
 
 
 @pytest.fixture(scope="module")

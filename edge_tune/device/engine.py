@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_tune.device.profile import LayerTiming, profile_layers
+from edge_tune.device.profile import Profiler, fusions, profile_interleaved, profile_layers
 from edge_tune.device.timing import TimingPlan, interleave
 
 __all__ = [
@@ -93,6 +93,7 @@ class Engine:
         self._models: dict[int, Any] = {}
         self._next = 0
         self._baseline: Any = None
+        self._baseline_model: Any = None  # the baseline as read, compiled afresh for each profile
         self._input: np.ndarray | None = None  # (1, C, H, W) float32, the timed input
         self._classifiers: dict[int, Callable[[np.ndarray], np.ndarray]] = {}  # compiled once per loaded model
 
@@ -123,15 +124,20 @@ class Engine:
         self._models.pop(handle, None)
         self._classifiers.pop(handle, None)
 
-    def set_baseline(self, handle: int, x: np.ndarray, profile_inferences: int) -> list[dict[str, Any]]:
-        """Compile the baseline that ``measure`` interleaves against; returns its per-layer profile."""
+    def set_baseline(self, handle: int, x: np.ndarray, profile: dict[str, Any]) -> list[dict[str, Any]]:
+        """Compile the baseline that ``measure`` interleaves against; returns its per-layer profile.
+
+        ``profile``: ``repeats``, ``inferences``, ``warmup`` and ``time_cap_s`` of ``profile.profile_interleaved``.
+        """
         model = self._models[handle]
         self._baseline = self._compile(model, profile=False)
+        self._baseline_model = model
         self._input = np.ascontiguousarray(x, dtype=np.float32)
-        return [asdict(lt) for lt in self._profile(self._compile(model, profile=True), profile_inferences)]
+        alone, _ = profile_interleaved(self._profiled(model), None, **profile)
+        return [asdict(lt) for lt in alone.layers(self._fusions(self._compile(model, profile=True)))]
 
-    def measure(self, handle: int, plan: dict[str, Any], profile_inferences: int) -> dict[str, Any]:
-        """Interleave the model against the baseline (``timing.interleave``), then profile it."""
+    def measure(self, handle: int, plan: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+        """Interleave the model against the baseline (``timing.interleave``), then profile both, interleaved."""
         if self._baseline is None:
             raise RuntimeError("set_baseline must come before measure")
         model = self._models[handle]
@@ -139,13 +145,25 @@ class Engine:
         compiled = self._compile(model, profile=False)
         compile_s = time.perf_counter() - start
         samples = interleave(self._runner(compiled), self._runner(self._baseline), TimingPlan(**plan))
+        cand, base = profile_interleaved(self._profiled(model), self._profiled(self._baseline_model), **profile)
         out = asdict(samples)
         out.update(
             compile_s=compile_s,
             precision=self._precision(compiled),
-            layers=[asdict(lt) for lt in self._profile(self._compile(model, profile=True), profile_inferences)],
+            layers=[asdict(lt) for lt in cand.layers(self._fusions(self._compile(model, profile=True)))],
+            baseline_layers=[
+                asdict(lt) for lt in base.layers(self._fusions(self._compile(self._baseline_model, profile=True)))
+            ],
+            profiled_ms=cand.end_to_end_ms,
+            baseline_profiled_ms=base.end_to_end_ms,
+            layers_share=cand.layers_share,
+            baseline_layers_share=base.layers_share,
         )
         return out
+
+    def _profiled(self, model: Any) -> Callable[[], Profiler]:
+        """A fresh profiled compile of ``model`` per call: its counters start at zero."""
+        return lambda: self._profiler(self._compile(model, profile=True))
 
     def predict(self, handle: int, images: np.ndarray) -> np.ndarray:
         """Logits (N, classes) of the compiled model for ``images`` (N, C, H, W), one image at a time (batch 1,
@@ -198,7 +216,13 @@ class Engine:
     def _precision(self, compiled: Any) -> str:
         raise NotImplementedError
 
-    def _profile(self, compiled: Any, inferences: int) -> list[LayerTiming]:
+    def _profiler(self, compiled: Any) -> Profiler:
+        """``compiled`` (profiling on) on ``self._input``: a callable running one inference and returning its
+        wall time (ms), and one reading its counters (``profile.Counters``)."""
+        raise NotImplementedError
+
+    def _fusions(self, compiled: Any) -> dict[str, list[str]]:
+        """Per executed node of ``compiled``, the original layers it fused."""
         raise NotImplementedError
 
 
@@ -296,8 +320,11 @@ class OpenVINOEngine(Engine):
         except (RuntimeError, AttributeError):
             return self.precision
 
-    def _profile(self, compiled: Any, inferences: int) -> list[LayerTiming]:
-        return profile_layers(compiled, {0: self._input}, inferences)
+    def _profiler(self, compiled: Any) -> Profiler:
+        return profile_layers(compiled, self._input, self._ov.Tensor)
+
+    def _fusions(self, compiled: Any) -> dict[str, list[str]]:
+        return fusions(compiled)
 
 
 def open_engine(device: str, precision: str, threads: int, api: str = "") -> Engine:

@@ -8,6 +8,7 @@ runs in the device server under that old interpreter.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -15,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edge_tune.device.engine import Engine, inspect_graph, register_engine, unpack_ir
-from edge_tune.device.profile import LayerTiming, layers_from_counters
+from edge_tune.device.profile import Counters, Profiler
 
 __all__ = ["LegacyEngine"]
 
@@ -98,19 +99,26 @@ class LegacyEngine(Engine):
         top = kinds.most_common(1)[0][0] if kinds else ""
         return self._PRECISION.get(top, top.lower() or self.precision)
 
-    def _profile(self, compiled: Any, inferences: int) -> list[LayerTiming]:
+    def _profiler(self, compiled: Any) -> Profiler:
         req = compiled.requests[0]
         next(iter(req.input_blobs.values())).buffer[:] = self._input
-        times: dict[str, list[float]] = {}
-        meta: dict[str, Any] = {}
-        for _ in range(inferences):
+
+        def infer(_keep: Any = compiled) -> float:  # _keep: see _classifier
+            t0 = time.perf_counter_ns()
             req.infer()
-            for node, c in req.get_perf_counts().items():
-                if c["status"] == "EXECUTED":
-                    times.setdefault(node, []).append(c["real_time"] / 1e3)  # us -> ms
-                    meta[node] = (c["layer_type"], c["exec_type"])
-        fused = {
+            return (time.perf_counter_ns() - t0) / 1e6
+
+        def counters() -> Counters:
+            return {
+                node: (c["real_time"] / 1e3, c["layer_type"], c["exec_type"])  # us -> ms
+                for node, c in req.get_perf_counts().items()
+                if c["status"] == "EXECUTED"
+            }
+
+        return infer, counters
+
+    def _fusions(self, compiled: Any) -> dict[str, list[str]]:
+        return {
             op.get_friendly_name(): [n for n in str(op.get_rt_info()["originalLayersNames"]).split(",") if n]
             for op in self._runtime_ops(compiled)
         }
-        return layers_from_counters(times, meta, fused)

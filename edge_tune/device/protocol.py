@@ -39,7 +39,7 @@ import numpy as np
 
 __all__ = ["BOOTSTRAP", "OPS", "PROTOCOL", "decode", "encode", "read_frame", "serve"]
 
-PROTOCOL = 2
+PROTOCOL = 3  # 3: a profile plan (repeats, inferences, warm-up, cap) and the baseline profiled alongside
 OPS = ("load", "release", "set_baseline", "measure", "predict")  # Engine methods served
 
 # Makes edge_tune.device importable from its source directory alone, without

@@ -84,14 +84,12 @@ class RemoteEngine:
         if self._proc.poll() is None:  # a dead server holds nothing; its error is already on its way
             self._call("release", handle=handle)
 
-    def set_baseline(self, handle: int, x: np.ndarray, profile_inferences: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = self._call(
-            "set_baseline", handle=handle, x=x, profile_inferences=profile_inferences
-        )
+    def set_baseline(self, handle: int, x: np.ndarray, profile: dict[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self._call("set_baseline", handle=handle, x=x, profile=profile)
         return out
 
-    def measure(self, handle: int, plan: dict[str, Any], profile_inferences: int) -> dict[str, Any]:
-        out: dict[str, Any] = self._call("measure", handle=handle, plan=plan, profile_inferences=profile_inferences)
+    def measure(self, handle: int, plan: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = self._call("measure", handle=handle, plan=plan, profile=profile)
         return out
 
     def predict(self, handle: int, images: np.ndarray) -> np.ndarray:

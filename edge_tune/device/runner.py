@@ -64,7 +64,10 @@ class DeviceConfig:
     resource: str = "edge_device"  # custom Ray resource the actor owns
     actor_name: str = "edge_device"  # the actor's name in Ray: one per physical device
     timing: TimingPlan = field(default_factory=TimingPlan)  # warm-up, rounds, stopping rule
-    profile_inferences: int = 10  # inferences whose per-layer counters are medianed
+    profile_repeats: int = 5  # fresh compiles profiled, candidate and baseline alike (device.profile)
+    profile_inferences: int = 40  # profiled inferences of each model per repeat, candidate and baseline alternating
+    profile_warmup: int = 10  # inferences of each before them, not counted
+    profile_time_cap_s: float = 5.0  # a slow model's profile stops here (5 inferences a repeat at least)
     cache: bool = True  # measure an architecture once; off for repeatability benchmarks
     seed: int = 0  # the timed input tensor
     python: str = ""  # interpreter hosting the runtime (--device-python); "" = this process
@@ -92,6 +95,11 @@ class LatencyResult:
     ov_macs: int  # conv + fully-connected MACs counted on OpenVINO's graph (O0)
     ov_conv_shapes: tuple[tuple[int, ...], ...]  # OpenVINO's convolutions, (out, in/groups, kh, kw), sorted (O0)
     layers: tuple[LayerTiming, ...] = ()  # per-layer profile of the candidate (O4)
+    baseline_layers: tuple[LayerTiming, ...] = ()  # the baseline's, profiled interleaved with the candidate's
+    profiled_ms: float = float("nan")  # end to end, the profiled inferences the layers' times split (as they are:
+    baseline_profiled_ms: float = float("nan")  # the median over repeats of each one's mean)
+    layers_share: float = float("nan")  # of a profiled inference, the part its layers' counters account for
+    baseline_layers_share: float = float("nan")
     cached: bool = False  # an identical architecture was measured before
 
 
@@ -191,9 +199,18 @@ class DeviceRunner:
             raise ModelError("the baseline's input shape is not static")
         rng = np.random.default_rng(self.cfg.seed)
         self._input = rng.standard_normal(model["input_shape"]).astype(np.float32)
-        rows = self.engine.set_baseline(model["handle"], self._input, self.cfg.profile_inferences)
+        rows = self.engine.set_baseline(model["handle"], self._input, self._profile_plan())
         self.baseline_layers = _layers(rows)
         self._latency_cache.clear()
+
+    def _profile_plan(self) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "repeats": c.profile_repeats,
+            "inferences": c.profile_inferences,
+            "warmup": c.profile_warmup,
+            "time_cap_s": c.profile_time_cap_s,
+        }
 
     def set_eval_data(self, data: EvalData) -> None:
         """The validation set for ``evaluate``: chunks of images (B, C, H, W) float32 and labels (B,), or one
@@ -213,7 +230,7 @@ class DeviceRunner:
             if self.cfg.cache and key in self._latency_cache:
                 self.stats["cache_hits"] += 1
                 return replace(self._latency_cache[key], cached=True)
-            m = self.engine.measure(model["handle"], asdict(self.cfg.timing), self.cfg.profile_inferences)
+            m = self.engine.measure(model["handle"], asdict(self.cfg.timing), self._profile_plan())
         finally:
             self.engine.release(model["handle"])
         s = ABSamples(**{k: m[k] for k in ABSamples.__dataclass_fields__})
@@ -239,6 +256,11 @@ class DeviceRunner:
             ov_macs=model["macs"],
             ov_conv_shapes=tuple(tuple(c) for c in model["conv_shapes"]),
             layers=_layers(m["layers"]),
+            baseline_layers=_layers(m["baseline_layers"]),
+            profiled_ms=m["profiled_ms"],
+            baseline_profiled_ms=m["baseline_profiled_ms"],
+            layers_share=m["layers_share"],
+            baseline_layers_share=m["baseline_layers_share"],
         )
         self._latency_cache[key] = result
         self.stats["benchmarks"] += 1
