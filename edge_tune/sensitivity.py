@@ -10,7 +10,14 @@ interleaved with the baseline. Writes ``sensitivity.csv`` and
 ``sensitivity.png``; with ``--write-space``, a filter-pruning search space
 over the groups that buy the most latency per accuracy point lost, each
 ratio's range capped where the accuracy without fine-tuning fell more than
-``--max-drop`` points — the selection the dissertation made by hand.
+``--max-drop`` points — the selection the dissertation made by hand. With
+``--blocks`` as well, the space has one ratio for every inner group instead
+(a group no residual add couples: a block's inner width, such as ResNet's
+``conv1`` of each block or MobileNetV2's expansion with its depthwise
+convolution), each capped the same way: per-layer choices, for a searcher
+that can make them.
+
+    python -m edge_tune.sensitivity --model resnet56 --write-space resnet56_blocks.yaml --blocks
 """
 
 from __future__ import annotations
@@ -32,7 +39,15 @@ from edge_tune.compression.pruning import Pruner
 from edge_tune.errors import UserError, exit_code
 from edge_tune.tool_flags import add_model_flags, baseline_from_flags
 
-__all__ = ["GroupPoint", "main", "prunable_groups", "select_groups", "space_for"]
+__all__ = [
+    "GroupPoint",
+    "block_space",
+    "inner_groups",
+    "main",
+    "prunable_groups",
+    "select_groups",
+    "space_for",
+]
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -61,21 +76,36 @@ def prunable_groups(model: nn.Module, example: torch.Tensor) -> list[tuple[str, 
     return [members for members in groups if members]
 
 
-def analyse(model: nn.Module, data: Any, runner: Any, ratios: tuple[float, ...], log: Any = print) -> list[GroupPoint]:
-    """Prune each group alone at each ratio; measure top-1 (no fine-tuning) and device latency."""
+def inner_groups(model: nn.Module, example: torch.Tensor) -> list[tuple[str, ...]]:
+    """Groups that no residual add couples: one convolution (with the depthwise ones its filters feed)."""
+    depthwise = {
+        n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+    }
+    return [g for g in prunable_groups(model, example) if sum(m not in depthwise for m in g) == 1]
+
+
+def analyse(
+    model: nn.Module,
+    data: Any,
+    runner: Any,
+    ratios: tuple[float, ...],
+    log: Any = print,
+    groups: list[tuple[str, ...]] | None = None,
+) -> list[GroupPoint]:
+    """Prune each group (default: every one) alone at each ratio; measure top-1 (no fine-tuning) and latency."""
     from edge_tune.export import to_onnx
     from edge_tune.train import evaluate
 
     example = torch.zeros(1, *data.input_shape)  # (1, C, H, W)
     base_top1 = evaluate(model, data.val).top1
     points = []
-    for members in prunable_groups(model, example):
+    for members in groups if groups is not None else prunable_groups(model, example):
         for ratio in ratios:
             pruned = copy.deepcopy(model)
             spec = PrunerSpec("sensitivity", "L1RankedStructureParameterPruner", "Filters", ratio, members)
             report = apply_pruners(pruned, [spec], example)
             top1 = evaluate(pruned, data.val).top1
-            latency = runner.benchmark(to_onnx(pruned, example))
+            latency = runner.benchmark(to_onnx(pruned, example), profile=False)  # the speed-up is what counts
             (group,) = report.groups
             points.append(
                 GroupPoint(
@@ -105,13 +135,22 @@ def select_groups(points: list[GroupPoint], top: int, max_drop: float) -> list[t
     return [(g, m, cap) for gain, g, m, cap in ranked[:top] if gain > 0]
 
 
-def space_for(model_name: str, dataset: str, chosen: list[tuple[str, tuple[str, ...], float]]) -> dict[str, Any]:
-    """A filter-pruning search space over the chosen groups (one ratio each, capped)."""
+def space_for(
+    model_name: str,
+    dataset: str,
+    chosen: list[tuple[str, tuple[str, ...], float]],
+    description: str = "",
+    ranked: bool = True,
+) -> dict[str, Any]:
+    """A filter-pruning search space over the chosen groups (one ratio each, capped).
+
+    ``ranked``: parameters are named by rank and group (``g0_layer3_0_conv1``); else by the group alone.
+    """
     params: dict[str, Any] = {}
     pruners: dict[str, Any] = {}
     policies: list[dict[str, Any]] = []
     for i, (group, members, cap) in enumerate(chosen):
-        param = f"g{i}_{group.replace('.', '_')}"
+        param = f"g{i}_{group.replace('.', '_')}" if ranked else group.replace(".", "_")
         params[param] = {"type": "float", "low": 0.0, "high": round(cap, 2)}
         pruners[f"{param}_filters"] = {
             "class": "L1RankedStructureParameterPruner",
@@ -123,13 +162,14 @@ def space_for(model_name: str, dataset: str, chosen: list[tuple[str, tuple[str, 
     policies.append({"extension": {"instance_name": "net_thinner"}, "epochs": [0]})
     policies.append({"lr_scheduler": {"instance_name": "finetune_lr"}, "starting_epoch": 0, "ending_epoch": 3})
     return {
-        "description": f"Filter pruning of the {len(chosen)} groups of {model_name} with the best latency "
+        "description": description
+        or f"Filter pruning of the {len(chosen)} groups of {model_name} with the best latency "
         "gain per accuracy point lost (edge_tune.sensitivity).",
         "model": model_name,
         "dataset": dataset,
         "params": params,
         "finetune": {"epochs": 3, "lr": 0.01, "batch_size": 64},
-        "search": {"num_samples": 20, "initial_points": 5},
+        "search": {"num_samples": 20, "initial_points": 5 if len(chosen) <= 5 else 10},
         "schedule": {
             "version": 1,
             "pruners": pruners,
@@ -138,6 +178,17 @@ def space_for(model_name: str, dataset: str, chosen: list[tuple[str, tuple[str, 
             "policies": policies,
         },
     }
+
+
+def block_space(
+    model_name: str, dataset: str, groups: list[tuple[str, ...]], caps: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """One ratio per inner group (``inner_groups``), in model order, named by its first convolution;
+    each capped at ``caps[group]`` (default 0.9, as the shipped per-stage spaces)."""
+    caps = caps or {}
+    chosen = [(g[0], g, caps.get(g[0], 0.9)) for g in groups]
+    description = f"Filter pruning of {model_name}'s {len(chosen)} inner groups, each its own ratio."
+    return space_for(model_name, dataset, chosen, description, ranked=False)
 
 
 def plot(points: list[GroupPoint], path: Path) -> None:
@@ -171,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("sensitivity"), help="folder for the CSV and the plot")
     p.add_argument("--write-space", type=Path, default=None, metavar="FILE", help="write a reduced search space")
     p.add_argument("--top", type=int, default=3, help="groups in the written space")
+    p.add_argument(
+        "--blocks",
+        action="store_true",
+        help="with --write-space: one ratio for every inner group (a block's inner width), not the --top groups",
+    )
     p.add_argument("--max-drop", type=float, default=10.0, help="accuracy points a ratio may cost, unfine-tuned")
     return p
 
@@ -196,7 +252,8 @@ def run(args: argparse.Namespace) -> Path:
     example = torch.zeros(1, *data.input_shape)
     runner = DeviceRunner(DeviceConfig(device=args.device, python=args.device_python), to_onnx(model, example))
     try:
-        points = analyse(model, data, runner, ratios)
+        groups = inner_groups(model, example) if args.blocks else None  # the only ones a --blocks space holds
+        points = analyse(model, data, runner, ratios, groups=groups)
     finally:
         runner.close()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -207,11 +264,22 @@ def run(args: argparse.Namespace) -> Path:
             writer.writerow({**p.__dict__, "members": "+".join(p.members)})
     plot(points, args.out / "sensitivity.png")
     print(f"baseline: {count_macs_params(model, example)[0]:,} MACs; results in {args.out}")
-    if args.write_space:
+    if args.write_space and args.blocks:
+        inner = inner_groups(model, example)
+        caps = {
+            g[0]: max((p.ratio for p in points if p.group == g[0] and p.top1_drop <= args.max_drop), default=0.0)
+            for g in inner
+        }
+        kept = [g for g in inner if caps[g[0]] > 0]
+        if not kept:
+            raise UserError(f"--write-space --blocks: no inner group keeps accuracy within --max-drop {args.max_drop}")
+        space = block_space(args.model, args.dataset, kept, caps)
+    elif args.write_space:
         chosen = select_groups(points, args.top, args.max_drop)
         if not chosen:
             raise UserError(f"--write-space: no group gains latency within --max-drop {args.max_drop} points")
         space = space_for(args.model, args.dataset, chosen)
+    if args.write_space:
         if args.weights is not None:  # the search starts from the same trained network, wherever the file goes
             space = {"weights": str(args.weights.resolve()), **space}
         if args.input_size:
@@ -220,7 +288,7 @@ def run(args: argparse.Namespace) -> Path:
             space = {"mean": args.mean, "std": args.std, **space}
         args.write_space.write_text(yaml.safe_dump(space, sort_keys=False))
         load_space(args.write_space)  # what we write must load
-        print(f"search space over {', '.join(g for g, _, _ in chosen)} written to {args.write_space}")
+        print(f"search space over {', '.join(space['params'])} written to {args.write_space}")
     return args.out
 
 

@@ -198,6 +198,17 @@ def test_layer_times_add_up_and_untouched_layers_keep_theirs(engine, request):
     assert all(lt.time_ms < base[lt.module].time_ms for lt in pruned)  # half their filters gone
 
 
+def test_a_benchmark_without_a_profile_is_cached_until_one_is_asked_for(runner, resnet20, example):
+    spec = PrunerSpec("p", "L1RankedStructureParameterPruner", "Filters", 0.25, ("layer2.0.conv1.weight",))
+    apply_pruners(resnet20, [spec], example)
+    blob = to_onnx(resnet20, example)
+    quick = runner.benchmark(blob, profile=False)
+    assert not quick.layers and not quick.baseline_layers and math.isnan(quick.profiled_ms) and quick.speedup > 0
+    full = runner.benchmark(blob)
+    assert full.layers and full.baseline_layers and not full.cached  # measured again, with its profile
+    assert runner.benchmark(blob, profile=False).cached and runner.benchmark(blob).cached
+
+
 def test_module_names_from_onnx_scopes():
     assert module_name("/layer2/layer2.0/downsample/downsample.0/Conv/WithoutBiases") == "layer2.0.downsample.0"
     assert module_name("/layer1/layer1.0/conv1/Conv") == "layer1.0.conv1"

@@ -106,8 +106,8 @@ class EdgeDevice:
             self._metrics.busy.set(self._runner.info()["busy_fraction"])
             return result
 
-    def benchmark(self, onnx_bytes: bytes) -> LatencyResult:
-        return self._job("benchmark", self._runner.benchmark, onnx_bytes)
+    def benchmark(self, onnx_bytes: bytes, profile: bool = True) -> LatencyResult:
+        return self._job("benchmark", lambda blob: self._runner.benchmark(blob, profile=profile), onnx_bytes)
 
     def evaluate(self, onnx_bytes: bytes) -> DeviceAccuracy:
         return self._job("evaluate", self._runner.evaluate, onnx_bytes)

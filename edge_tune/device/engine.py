@@ -136,8 +136,9 @@ class Engine:
         alone, _ = profile_interleaved(self._profiled(model), None, **profile)
         return [asdict(lt) for lt in alone.layers(self._fusions(self._compile(model, profile=True)))]
 
-    def measure(self, handle: int, plan: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
-        """Interleave the model against the baseline (``timing.interleave``), then profile both, interleaved."""
+    def measure(self, handle: int, plan: dict[str, Any], profile: dict[str, Any] | None) -> dict[str, Any]:
+        """Interleave the model against the baseline (``timing.interleave``), then profile both, interleaved
+        (unless ``profile`` is None)."""
         if self._baseline is None:
             raise RuntimeError("set_baseline must come before measure")
         model = self._models[handle]
@@ -145,11 +146,12 @@ class Engine:
         compiled = self._compile(model, profile=False)
         compile_s = time.perf_counter() - start
         samples = interleave(self._runner(compiled), self._runner(self._baseline), TimingPlan(**plan))
-        cand, base = profile_interleaved(self._profiled(model), self._profiled(self._baseline_model), **profile)
         out = asdict(samples)
+        out.update(compile_s=compile_s, precision=self._precision(compiled))
+        if profile is None:
+            return out
+        cand, base = profile_interleaved(self._profiled(model), self._profiled(self._baseline_model), **profile)
         out.update(
-            compile_s=compile_s,
-            precision=self._precision(compiled),
             layers=[asdict(lt) for lt in cand.layers(self._fusions(self._compile(model, profile=True)))],
             baseline_layers=[
                 asdict(lt) for lt in base.layers(self._fusions(self._compile(self._baseline_model, profile=True)))

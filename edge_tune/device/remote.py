@@ -88,7 +88,7 @@ class RemoteEngine:
         out: list[dict[str, Any]] = self._call("set_baseline", handle=handle, x=x, profile=profile)
         return out
 
-    def measure(self, handle: int, plan: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+    def measure(self, handle: int, plan: dict[str, Any], profile: dict[str, Any] | None) -> dict[str, Any]:
         out: dict[str, Any] = self._call("measure", handle=handle, plan=plan, profile=profile)
         return out
 

@@ -12,6 +12,7 @@ gets them alike.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -219,18 +220,22 @@ class DeviceRunner:
         self._eval = as_chunks(data)
         self._accuracy_cache.clear()
 
-    def benchmark(self, onnx_bytes: bytes) -> LatencyResult:
-        """Interleave the candidate against the baseline; identical architectures are measured once."""
+    def benchmark(self, onnx_bytes: bytes, profile: bool = True) -> LatencyResult:
+        """Interleave the candidate against the baseline; identical architectures are measured once.
+
+        ``profile``: profile both per layer too (``device.profile``, a few seconds); without it
+        ``layers`` is empty, and a later call asking for it measures again."""
         if self._input is None:
             raise RuntimeError("set_baseline() must be called before benchmark()")
         start = time.perf_counter()
         model = self._load(onnx_bytes)  # first: a corrupt file fails here, clearly
         try:
             key = model_structure(onnx_bytes)
-            if self.cfg.cache and key in self._latency_cache:
+            hit = self._latency_cache.get(key) if self.cfg.cache else None
+            if hit is not None and (hit.layers or not profile):
                 self.stats["cache_hits"] += 1
-                return replace(self._latency_cache[key], cached=True)
-            m = self.engine.measure(model["handle"], asdict(self.cfg.timing), self._profile_plan())
+                return replace(hit, cached=True)
+            m = self.engine.measure(model["handle"], asdict(self.cfg.timing), self._profile_plan() if profile else None)
         finally:
             self.engine.release(model["handle"])
         s = ABSamples(**{k: m[k] for k in ABSamples.__dataclass_fields__})
@@ -255,12 +260,12 @@ class DeviceRunner:
             first_inference_ms=s.first_a_ms,
             ov_macs=model["macs"],
             ov_conv_shapes=tuple(tuple(c) for c in model["conv_shapes"]),
-            layers=_layers(m["layers"]),
-            baseline_layers=_layers(m["baseline_layers"]),
-            profiled_ms=m["profiled_ms"],
-            baseline_profiled_ms=m["baseline_profiled_ms"],
-            layers_share=m["layers_share"],
-            baseline_layers_share=m["baseline_layers_share"],
+            layers=_layers(m.get("layers", [])),
+            baseline_layers=_layers(m.get("baseline_layers", [])),
+            profiled_ms=m.get("profiled_ms", math.nan),
+            baseline_profiled_ms=m.get("baseline_profiled_ms", math.nan),
+            layers_share=m.get("layers_share", math.nan),
+            baseline_layers_share=m.get("baseline_layers_share", math.nan),
         )
         self._latency_cache[key] = result
         self.stats["benchmarks"] += 1
