@@ -1,0 +1,209 @@
+"""How well the latency model predicts the device: 50 random candidates of every shipped space.
+
+    python benchmarks/latency_model.py [--candidates 50] [--levels 64]
+    # writes docs/benchmarks/latency_model.md and .json
+
+For each network the shipped spaces prune (ResNet-20, ResNet-56, MobileNetV2;
+digits input, 1x32x32), ``LatencyModel.build`` measures its tables on the
+OpenVINO CPU device (1 thread, f32), and its wall time is reported. Then, for
+every shipped space of that network, ``--candidates`` random points of the
+space are pruned at once to the schedule's final architecture (no training:
+latency does not depend on the weights), and each candidate's predicted
+speed-up is set against the one the device measures, interleaved with the
+baseline as a trial's is (``DeviceRunner.benchmark``, the default timing plan,
+no cache). Reported per space: the median and 90th percentile of the absolute
+relative error, its largest, the Spearman correlation of prediction and
+measurement, and how many candidates the tables do not cover (an INT8 model's
+kernels are not the f32 tables').
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edge_tune.compression import apply_pruners, parse_schedule
+from edge_tune.device import DeviceConfig, DeviceRunner, TimingPlan
+from edge_tune.export import to_onnx
+from edge_tune.latency_model import LatencyModel, on_device
+from edge_tune.models import create_model
+from edge_tune.space import find_space, space_names
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+EXAMPLE = torch.zeros(1, 1, 32, 32)
+# The build only needs the profiles: the timing before each is cut to its minimum.
+BUILD = DeviceConfig(
+    timing=TimingPlan(warmup=2, iters_per_round=3, min_rounds=3, max_rounds=3),
+    cache=False,
+    profile_repeats=3,
+    profile_inferences=30,
+)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return cov / var if var else float("nan")
+
+
+def candidates(space: Any, model: torch.nn.Module, n: int, seed: int) -> list[tuple[dict[str, Any], Any, bool]]:
+    """``n`` random points of ``space``: (config, the pruned network, whether the schedule quantizes)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        config = {
+            p.name: rng.uniform(p.low, p.high) if p.type == "float" else rng.choice(p.values or (int(p.low),))
+            for p in space.params.values()
+        }
+        schedule = parse_schedule(space.render(config)[0])
+        pruned = copy.deepcopy(model)
+        apply_pruners(pruned, schedule.structured_final(), EXAMPLE)
+        out.append((config, pruned, schedule.quantizer is not None))
+    return out
+
+
+def run_model(model_name: str, spaces: list[str], n: int, levels: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes=10, in_channels=1).eval()
+    base_onnx = to_onnx(model, EXAMPLE)
+    builder = DeviceRunner(BUILD, base_onnx)
+    try:
+        lm = LatencyModel.build(model, EXAMPLE, on_device(builder, EXAMPLE), levels=levels, log=print)
+    finally:
+        builder.close()
+    print(f"{model_name}: tables built in {lm.build_s:.0f} s over {lm.levels - 1} levels")
+    runner = DeviceRunner(DeviceConfig(cache=False), base_onnx)
+    results = []
+    try:
+        for name in spaces:
+            rows = []
+            for i, (config, pruned, int8) in enumerate(candidates(find_space(name), model, n, seed=len(results))):
+                predicted = None if int8 else lm.predict(pruned)
+                if predicted is None:
+                    rows.append({"config": config, "predicted": None, "measured": None})
+                    continue
+                start = time.perf_counter()
+                measured = runner.benchmark(to_onnx(pruned, EXAMPLE), profile=False)
+                rows.append(
+                    {
+                        "config": config,
+                        "predicted": predicted,
+                        "measured": measured.speedup,
+                        "ci": [measured.speedup_ci_low, measured.speedup_ci_high],
+                        "error": predicted / measured.speedup - 1,
+                        "seconds": time.perf_counter() - start,
+                    }
+                )
+                print(f"{name} {i}: predicted {predicted:.3f}x measured {measured.speedup:.3f}x")
+            results.append({"space": name, "rows": rows})
+    finally:
+        runner.close()
+    return {"model": model_name, "build_s": lm.build_s, "levels": lm.levels, "spaces": results}
+
+
+def summarise(space: dict[str, Any]) -> dict[str, Any]:
+    rows = [r for r in space["rows"] if r["predicted"] is not None]
+    errors = sorted(abs(r["error"]) for r in rows)
+    out: dict[str, Any] = {"space": space["space"], "candidates": len(space["rows"]), "covered": len(rows)}
+    if rows:
+        out |= {
+            "median_abs_error": statistics.median(errors),
+            "p90_abs_error": errors[int(0.9 * (len(errors) - 1))],
+            "max_abs_error": errors[-1],
+            "spearman": spearman([r["predicted"] for r in rows], [r["measured"] for r in rows]),
+            "measured_range": [min(r["measured"] for r in rows), max(r["measured"] for r in rows)],
+            "measured_ci_halfwidth_median": statistics.median(
+                (r["ci"][1] - r["ci"][0]) / 2 / r["measured"] for r in rows
+            ),
+        }
+    return out
+
+
+def render(device: str, runs: list[dict[str, Any]], n: int, seconds: float) -> str:
+    lines = [
+        "# The latency model against the device",
+        "",
+        f"`python benchmarks/latency_model.py` on {device}, OpenVINO CPU, f32, 1 thread, digits input "
+        f"(1x32x32), {seconds / 60:.0f} min. {n} random candidates of each shipped space, each pruned at once to "
+        "its schedule's final architecture; the prediction from the tables against the speed-up the device "
+        "measures for it, interleaved with the baseline (default timing plan, no cache). Raw figures: "
+        "`latency_model.json`.",
+        "",
+        "| network | tables built in | levels |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {r['model']} | {r['build_s']:.0f} s | {r['levels'] - 1} |" for r in runs]
+    lines += [
+        "",
+        "| space | network | covered | median abs. error | 90th pct. | largest | Spearman | speed-ups measured | "
+        "their CI half-width (median) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in runs:
+        for s in (summarise(sp) for sp in r["spaces"]):
+            if s["covered"]:
+                lo, hi = s["measured_range"]
+                lines.append(
+                    f"| `{s['space']}` | {r['model']} | {s['covered']}/{s['candidates']} | "
+                    f"{100 * s['median_abs_error']:.1f} % | {100 * s['p90_abs_error']:.1f} % | "
+                    f"{100 * s['max_abs_error']:.1f} % | {s['spearman']:.3f} | {lo:.2f}-{hi:.2f}x | "
+                    f"{100 * s['measured_ci_halfwidth_median']:.1f} % |"
+                )
+            else:
+                lines.append(f"| `{s['space']}` | {r['model']} | 0/{s['candidates']} | - | - | - | - | - | - |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--candidates", type=int, default=50)
+    parser.add_argument("--levels", type=int, default=64)
+    parser.add_argument("--models", default="resnet20,resnet56,mobilenetv2")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    by_model: dict[str, list[str]] = {}
+    for name in space_names():
+        by_model.setdefault(find_space(name).model, []).append(name)
+    runs = [
+        run_model(m, by_model.get(m, []), args.candidates, args.levels)
+        for m in args.models.split(",")
+        if by_model.get(m)
+    ]
+    probe = DeviceRunner(DeviceConfig())
+    device = probe.info()["name"]
+    probe.close()
+    seconds = time.perf_counter() - start
+    OUT.mkdir(parents=True, exist_ok=True)
+    summary = [{"model": r["model"], **summarise(s)} for r in runs for s in r["spaces"]]
+    doc = {"device": device, "candidates": args.candidates, "summary": summary, "runs": runs}
+    (OUT / "latency_model.json").write_text(json.dumps(doc, indent=2, default=str))
+    (OUT / "latency_model.md").write_text(render(device, runs, args.candidates, seconds))
+    print(render(device, runs, args.candidates, seconds))
+
+
+if __name__ == "__main__":
+    main()
