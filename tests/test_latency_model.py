@@ -39,6 +39,7 @@ def fake_device(baseline: nn.Module):
             baseline_layers=base,
             baseline_profiled_ms=base_total + OVERHEAD_MS,
             baseline_layers_share=base_total / (base_total + OVERHEAD_MS),
+            speedup=(base_total + OVERHEAD_MS) / total_ms(model),  # what the device measures end to end
         )
 
     return benchmark, calls
@@ -67,7 +68,7 @@ def test_tables_cover_each_inner_group_and_the_readers_of_its_filters(built):
     assert set(lm.groups) == {f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)}
     assert lm.groups["layer2.1.conv1"].affected == ("layer2.1.conv1", "layer2.1.conv2")
     assert lm.groups["layer1.0.conv1"].channels == 16 and sorted(lm.groups["layer1.0.conv1"].points)[:3] == [1, 2, 3]
-    assert lm.overhead_ms == pytest.approx(OVERHEAD_MS)
+    assert lm.overhead_ms == pytest.approx(OVERHEAD_MS, abs=1e-4)  # fitted to the levels' speed-ups
     assert lm.baseline_ms == pytest.approx(total_ms(model)) and lm.predict(model) == pytest.approx(1.0)
 
 
@@ -78,7 +79,7 @@ def test_a_per_block_candidate_is_predicted_from_the_tables_without_measuring_it
     cand = pruned(model, example, ratios)
     assert conv_shapes(cand)["layer3.1.conv1"][0] not in lm.groups["layer3.1.conv1"].points  # interpolated
     truth = total_ms(model) / total_ms(cand)
-    assert lm.predict(cand) == pytest.approx(truth, rel=1e-9) and truth > 1.1  # time is linear in the width here
+    assert lm.predict(cand) == pytest.approx(truth, rel=1e-3) and truth > 1.1  # time is linear in the width here
     assert len(calls) == n  # no device call
 
 
@@ -96,3 +97,12 @@ def test_a_staircase_is_kept_where_it_was_measured():
     t = GroupTable(("c",), ("c",), 32, 1.0, {8: [0.5, 0.52, 0.48], 16: [0.5], 24: [0.9]})
     assert t.ratio(8) == 0.5 and t.ratio(16) == 0.5 and t.ratio(32) == 1.0 and t.ratio(40) == 1.0
     assert t.ratio(20) == pytest.approx(0.7) and t.ratio(4) == 0.5 and t.ratio(28) == pytest.approx(0.95)
+
+
+def test_the_constant_beside_the_layers_is_fitted_to_end_to_end_speed_ups():
+    from edge_tune.latency_model import fit_overhead
+
+    overhead = 0.2  # the profiles' layers (B, C) are right, the end-to-end speed-ups include 0.2 ms more
+    levels = [(1.0, c, (1.0 + overhead) / (c + overhead)) for c in (0.3, 0.5, 0.7, 0.9)]
+    assert fit_overhead(levels) == pytest.approx(overhead, abs=1e-3)
+    assert fit_overhead([]) == 0.0
