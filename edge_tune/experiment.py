@@ -39,7 +39,7 @@ from edge_tune.space import SearchSpace
 from edge_tune.tracking import resolve_mode, trial_callbacks
 from edge_tune.train import TrainConfig
 from edge_tune.trial import TrialContext, run_trial, verify_and_export
-from edge_tune.trust import ledger_callback
+from edge_tune.trust import Ledger, ledger_callback
 
 __all__ = ["OnDevice", "Prepared", "dry_run_schedule", "finetune_epochs", "prepare", "run_experiment"]
 
@@ -195,6 +195,8 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
     search_started = time.perf_counter()
     with signals.tuning():
         rows = rows_from_results(tuner.fit())
+    # Tune saves its state once more after the callbacks' last hook: vouch for what it left.
+    Ledger(p.out_dir).update(p.out_dir, deep=True)
     search_seconds = time.perf_counter() - search_started
     done = [r for r in rows if r.status != "error" or r.error != "no final result"]
     if len(done) < cfg.num_samples or signals.received():  # Tune stopped early and kept its state
