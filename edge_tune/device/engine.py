@@ -133,8 +133,9 @@ class Engine:
         self._baseline = self._compile(model, profile=False)
         self._baseline_model = model
         self._input = np.ascontiguousarray(x, dtype=np.float32)
-        alone, _ = profile_interleaved(self._profiled(model), None, **profile)
-        return [asdict(lt) for lt in alone.layers(self._fusions(self._compile(model, profile=True)))]
+        last: list[Any] = []
+        alone, _ = profile_interleaved(self._profiled(model, last), None, **profile)
+        return [asdict(lt) for lt in alone.layers(self._fusions(last[0]))]
 
     def measure(self, handle: int, plan: dict[str, Any], profile: dict[str, Any] | None) -> dict[str, Any]:
         """Interleave the model against the baseline (``timing.interleave``), then profile both, interleaved
@@ -150,12 +151,14 @@ class Engine:
         out.update(compile_s=compile_s, precision=self._precision(compiled))
         if profile is None:
             return out
-        cand, base = profile_interleaved(self._profiled(model), self._profiled(self._baseline_model), **profile)
+        last_cand: list[Any] = []
+        last_base: list[Any] = []
+        cand, base = profile_interleaved(
+            self._profiled(model, last_cand), self._profiled(self._baseline_model, last_base), **profile
+        )
         out.update(
-            layers=[asdict(lt) for lt in cand.layers(self._fusions(self._compile(model, profile=True)))],
-            baseline_layers=[
-                asdict(lt) for lt in base.layers(self._fusions(self._compile(self._baseline_model, profile=True)))
-            ],
+            layers=[asdict(lt) for lt in cand.layers(self._fusions(last_cand[0]))],
+            baseline_layers=[asdict(lt) for lt in base.layers(self._fusions(last_base[0]))],
             profiled_ms=cand.end_to_end_ms,
             baseline_profiled_ms=base.end_to_end_ms,
             layers_share=cand.layers_share,
@@ -163,9 +166,15 @@ class Engine:
         )
         return out
 
-    def _profiled(self, model: Any) -> Callable[[], Profiler]:
-        """A fresh profiled compile of ``model`` per call: its counters start at zero."""
-        return lambda: self._profiler(self._compile(model, profile=True))
+    def _profiled(self, model: Any, last: list[Any]) -> Callable[[], Profiler]:
+        """A fresh profiled compile of ``model`` per call (its counters start at zero), kept in ``last`` so that
+        its fusions are read from a compile the profile made, not from another one."""
+
+        def make() -> Profiler:
+            last[:] = [self._compile(model, profile=True)]
+            return self._profiler(last[0])
+
+        return make
 
     def predict(self, handle: int, images: np.ndarray) -> np.ndarray:
         """Logits (N, classes) of the compiled model for ``images`` (N, C, H, W), one image at a time (batch 1,
