@@ -22,7 +22,7 @@ __all__ = ["DEFAULT_CACHE", "RUN_FILE", "SMOKE", "ExperimentConfig", "default"]
 RUN_FILE = "edge_tune_run.json"  # in the experiment folder: the command line, for --resume
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge_tune"  # baselines live here
 # --smoke: a quick try; fine-tuning epochs are raised to what the schedule's last step needs
-SMOKE = {"num_samples": 2, "epochs": 1, "baseline_epochs": 4, "initial_points": 2}
+SMOKE = {"num_samples": 2, "epochs": 1, "baseline_epochs": 4, "initial_points": 2, "screen": 8}
 
 
 @dataclass
@@ -44,6 +44,7 @@ class ExperimentConfig:
     max_concurrent: int = 0  # trials at once; 0 = as many as the CPUs left beside the device allow
     initial_points: int = 4  # trials before a model proposes (bayesopt: up to 3 on the uniform diagonal)
     searcher: str = "bayesopt"  # a name in search.SEARCHERS (--help lists them)
+    screen: int = 48  # sieve: candidates screened before the first fine-tune (a quarter as many before each later)
     seed: int = 0  # searcher, baseline training, fine-tuning
     baseline: TrainConfig = field(default_factory=TrainConfig)  # baseline training recipe
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=0.01))  # under the space's

@@ -28,13 +28,16 @@ from edge_tune.data import Chunks, Dataset, load_dataset
 from edge_tune.device import DeviceAccuracy, LatencyResult, start_device
 from edge_tune.early_stop import make_early_stopping
 from edge_tune.errored import errored_callback
+from edge_tune.errors import UserError
 from edge_tune.finish import finish
 from edge_tune.objective import Objective, check_reachable, parse_threshold
 from edge_tune.progress import await_device, log, progress_callback
 from edge_tune.results import (
     rows_from_results,
 )
+from edge_tune.screen import DeviceScreen, check_screenable
 from edge_tune.search import SearchSettings, make_searcher
+from edge_tune.search.sieve import use_screen
 from edge_tune.space import SearchSpace
 from edge_tune.tracking import resolve_mode, trial_callbacks
 from edge_tune.train import TrainConfig
@@ -110,6 +113,10 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     finetune = replace(cfg.finetune, seed=cfg.seed)
     model, data = fit_data_to_model(model_name, data, log)
     dry_run_schedule(cfg, data, model, finetune_epochs(cfg, finetune))
+    if cfg.searcher == "sieve" and not space.fixed:
+        check_screenable(space)
+        if cfg.objective != "constrained":
+            raise UserError("--searcher sieve models the threshold's constraint: use it with --objective constrained")
     started = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
     quiet = (lambda _: None) if cfg.quiet else log
@@ -180,8 +187,12 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
     wandb_mode = resolve_mode(cfg.wandb)
     searcher = None  # a fixed configuration: Tune's own generator runs it once
     if not space.fixed:
-        settings = SearchSettings(space.params, cfg.initial_points, cfg.seed, cfg.num_samples, p.objective.constrained)
+        settings = SearchSettings(
+            space.params, cfg.initial_points, cfg.seed, cfg.num_samples, p.objective.constrained, cfg.screen
+        )
         searcher = make_searcher(cfg.searcher, settings)
+        if cfg.searcher == "sieve":  # also after --resume: the restored searcher finds it here
+            use_screen(DeviceScreen(space, p.baseline, p.data, base.actor, p.objective.threshold))
     tuner = _build_tuner(cfg, ctx, searcher, scheduler, concurrent, p.name, wandb_mode)
     if not cfg.resume:  # what --resume needs to rebuild this run; written before any trial
         p.out_dir.mkdir(parents=True, exist_ok=True)

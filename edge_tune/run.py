@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"trials before a model proposes (default: space file, else {default('initial_points')})",
     )
+    _defaulted(
+        p,
+        "--screen",
+        "sieve: candidates screened (pruned, measured on the device, scored by the accuracy proxy) before the first "
+        "fine-tune; a quarter as many more before each later one",
+        type=int,
+    )
     _defaulted(p, "--seed", "searcher, baseline and fine-tuning seed", type=int)
     p.add_argument("--model", default="", help="zoo model or package.module:function (default: the space file's)")
     p.add_argument(
@@ -266,7 +273,15 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from edge_tune.space import find_space, schedule_space
     from edge_tune.tool_flags import normalisation_from_flags
 
-    for flag in ("num_samples", "max_concurrent", "epochs", "baseline_epochs", "initial_points", "device_threads"):
+    for flag in (
+        "num_samples",
+        "max_concurrent",
+        "epochs",
+        "baseline_epochs",
+        "initial_points",
+        "device_threads",
+        "screen",
+    ):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
     _check_numbers(args)
     for flag in ("cache_dir", "output_dir"):
@@ -293,6 +308,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.initial_points = (
         args.initial_points or smoke.get("initial_points") or search.get("initial_points", cfg.initial_points)
     )
+    cfg.screen = smoke.get("screen", args.screen) if args.screen == default("screen") else args.screen
     epochs = args.epochs or smoke.get("epochs") or (needed if args.schedule else None)
     cfg.finetune_overrides = {"epochs": epochs} if epochs else {}
     if args.lr is not None:

@@ -27,7 +27,9 @@ def run_smoke(space: str, cache_dir: Path, out: Path, *extra: str):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("out")
-    return run_smoke("filter_prune", cache_dir, out, "--name", "smoke", "--wandb", "offline"), out / "smoke"
+    # Sieve, which screens candidates on the device actor and the driver's data before each suggestion.
+    extra = ("--name", "smoke", "--wandb", "offline", "--searcher", "sieve")
+    return run_smoke("filter_prune", cache_dir, out, *extra), out / "smoke"
 
 
 def test_smoke_run_writes_results(smoke):
@@ -39,7 +41,7 @@ def test_smoke_run_writes_results(smoke):
     best = json.loads((exp / "best.json").read_text())
     assert (exp / "best" / "model.onnx").stat().st_size > 10_000
     baseline = best["experiment"]["baseline"]
-    assert best["experiment"]["precision"] == "f32"
+    assert best["experiment"]["precision"] == "f32" and best["experiment"]["searcher"] == "sieve"
     assert best["schedule"]["version"] == 1 and "pruners" in best["schedule"]
     for key in ("top1", "top5", "top1_device", "latency_ms", "speedup", "speedup_cv", "macs", "params", "score"):
         assert key in best["metrics"], key

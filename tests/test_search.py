@@ -15,6 +15,7 @@ from edge_tune.search import (
     UniformSweep,
     make_searcher,
 )
+from edge_tune.search.sieve import Screened, use_screen
 
 PARAMS = {"x": Param("x", "float", 0.0, 1.0), "y": Param("y", "float", 0.0, 1.0)}
 
@@ -237,6 +238,24 @@ def test_optuna_tpe_seeded_errors_skipped_and_restored(tmp_path):
 
 
 # -- the contract every registered searcher keeps ------------------------------------------------
+
+
+class EveryConfigItsOwnNetwork:
+    """Sieve's screen for the contract: faster and less accurate with every numeric value."""
+
+    baseline = Screened("baseline", 1.0, 90.0)
+    threshold = 85.0
+
+    def __call__(self, config):
+        load = sum(float(v) for v in config.values() if isinstance(v, int | float))
+        return Screened(json.dumps(config, sort_keys=True), 1.0 + load, 90.0 - 5 * load)
+
+
+@pytest.fixture(autouse=True)
+def screen():
+    use_screen(EveryConfigItsOwnNetwork())
+    yield
+    use_screen(None)
 
 
 def contract(name, params=PARAMS, seed=0):

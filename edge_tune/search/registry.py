@@ -28,6 +28,7 @@ class SearchSettings:
     seed: int = 0
     num_samples: int = 16  # trials in the whole search (the sweep spreads over them)
     constrained: bool = True  # False for the combined objective: no constraint model
+    screen: int = 48  # sieve: candidates screened before the first fine-tune (a quarter as many before each later)
 
 
 @dataclass(frozen=True)
