@@ -192,7 +192,11 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
         )
         searcher = make_searcher(cfg.searcher, settings)
         if cfg.searcher == "sieve":  # also after --resume: the restored searcher finds it here
-            use_screen(DeviceScreen(space, p.baseline, p.data, base.actor, p.objective.threshold))
+
+            def measure(blob: bytes) -> LatencyResult:
+                return ray.get(base.actor.benchmark.remote(blob, False))  # type: ignore[no-any-return]
+
+            use_screen(DeviceScreen(space, p.baseline, p.data, measure, p.objective.threshold))
     tuner = _build_tuner(cfg, ctx, searcher, scheduler, concurrent, p.name, wandb_mode)
     if not cfg.resume:  # what --resume needs to rebuild this run; written before any trial
         p.out_dir.mkdir(parents=True, exist_ok=True)

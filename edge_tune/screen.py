@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 from edge_tune.baseline import Baseline
 from edge_tune.compression import CompressionScheduler, parse_schedule
 from edge_tune.data import Dataset
+from edge_tune.device import LatencyResult
 from edge_tune.errors import UserError
 from edge_tune.progress import log
 from edge_tune.proxy import proxy_top1
@@ -54,18 +56,21 @@ def architecture(model: nn.Module) -> list[list[Any]]:
 
 
 class DeviceScreen:
-    """Screens configurations on the experiment's device actor and data (``Screen`` for ``Sieve``)."""
+    """Screens configurations on the device and the data (``Screen`` for ``Sieve``).
+
+    ``measure`` benchmarks what the device runs (ONNX or INT8 IR) without a profile: the experiment's
+    calls its device actor; a benchmark may call a ``DeviceRunner`` in the same process."""
 
     def __init__(
         self,
         space: SearchSpace,
         baseline: Baseline,
         data: Dataset,
-        device: Any,
+        measure: Callable[[bytes], LatencyResult],
         threshold: float,
         images: int = PROXY_IMAGES,
     ) -> None:
-        self.space, self._base, self.data, self.device = space, baseline, data, device
+        self.space, self._base, self.data, self.measure = space, baseline, data, measure
         self.threshold = threshold
         self.images = images
         self.example = torch.zeros(1, *data.input_shape)
@@ -77,8 +82,6 @@ class DeviceScreen:
         self.calls, self.seconds = 0, 0.0
 
     def __call__(self, config: dict[str, Any]) -> Screened:
-        import ray
-
         from edge_tune.trial import deployable
 
         started = time.perf_counter()
@@ -94,8 +97,7 @@ class DeviceScreen:
             return self.baseline
         searched = {k: finetune[k] for k in self.space.searched_finetune()}
         key = json.dumps({"arch": arch, "int8": int8} | ({"finetune": searched} if searched else {}))
-        blob = deployable(planned, self.example, schedule, self.data)[1]
-        latency = ray.get(self.device.benchmark.remote(blob, False))
+        latency = self.measure(deployable(planned, self.example, schedule, self.data)[1])
         screened = Screened(key, latency.speedup, proxy_top1(planned, self.data, self.images))
         self.calls += 1
         self.seconds += time.perf_counter() - started
