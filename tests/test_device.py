@@ -168,7 +168,7 @@ def test_layer_times_add_up_and_untouched_layers_keep_theirs(engine, request):
     """The default profile (fresh compiles, warm-up, counters differenced, interleaved with the baseline).
 
     At 64x64 the runtime's own work between layers (about 20 us a call and 3-4 us a node here) is a few
-    percent of an inference; at 32x32, a 1-ms ResNet-20, it is about 9 % (benchmarks/profile.py)."""
+    percent of an inference; at 32x32, a 1-ms ResNet-20, it is about 9 % (benchmarks/layer_profile.py)."""
     resnet20 = create_model("resnet20", num_classes=10, in_channels=1).eval()
     example = torch.zeros(1, 1, 64, 64)
     cfg = replace(
@@ -193,7 +193,7 @@ def test_layer_times_add_up_and_untouched_layers_keep_theirs(engine, request):
     untouched = [lt for lt in result.layers if lt.module in base and not lt.module.startswith("layer3.")]
     assert len(untouched) >= 15  # the stem's and stages 1 and 2's convolutions, with their shortcut
     # Their ranges over fresh compiles overlap the baseline's, to the counters' microsecond, for nearly all of
-    # them: benchmarks/profile.py finds 151 of 152 at 64x64, and a loaded machine once slowed one layer of one
+    # them: benchmarks/layer_profile.py finds 151 of 152 at 64x64, and a loaded machine once slowed one layer of one
     # copy by 1.7x in every repeat. So: most ranges overlap, and the typical untouched layer keeps its time.
     overlap = [
         lt.module

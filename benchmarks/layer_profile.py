@@ -1,6 +1,6 @@
 """Per-layer profiles you can trust: do the layers add up, and do untouched layers keep their time?
 
-    python benchmarks/profile.py            # writes docs/benchmarks/profile.md and .json
+    python benchmarks/layer_profile.py            # writes docs/benchmarks/layer_profile.md and .json
 
 ResNet-20 at 32x32 (the digits default, about 1 ms) and at 64x64, each against
 ``CANDIDATES`` copies with random per-stage ratios of the blocks' first
@@ -173,11 +173,11 @@ def render(device: str, summaries: list[dict[str, Any]], seconds: float) -> str:
     lines = [
         "# Per-layer profiles",
         "",
-        f"`python benchmarks/profile.py` on {device}, OpenVINO CPU, f32, 1 thread, {seconds / 60:.1f} min. "
+        f"`python benchmarks/layer_profile.py` on {device}, OpenVINO CPU, f32, 1 thread, {seconds / 60:.1f} min. "
         f"ResNet-20 against {summaries[0]['candidates']} copies with random per-stage ratios of the blocks' "
         "first convolutions pruned, each measured by `DeviceRunner.benchmark` with the default profile "
         "(5 fresh compiles of candidate and baseline, interleaved, 10 warm-up and 40 profiled inferences "
-        "each, the counters read before and after). Raw figures: `profile.json`.",
+        "each, the counters read before and after). Raw figures: `layer_profile.json`.",
         "",
         "OpenVINO's CPU counters hold a running mean since the model was compiled, in whole microseconds. "
         "Read once after a few inferences, as the profile was before, they keep the cold first inferences; "
@@ -223,8 +223,9 @@ def main() -> None:
     runner.close()
     seconds = time.perf_counter() - start
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "profile.json").write_text(json.dumps({"device": device, "summaries": summaries, "runs": results}, indent=2))
-    (OUT / "profile.md").write_text(render(device, summaries, seconds))
+    raw = {"device": device, "summaries": summaries, "runs": results}
+    (OUT / "layer_profile.json").write_text(json.dumps(raw, indent=2))
+    (OUT / "layer_profile.md").write_text(render(device, summaries, seconds))
     print(render(device, summaries, seconds))
 
 
