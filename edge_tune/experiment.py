@@ -37,7 +37,7 @@ from edge_tune.results import (
 )
 from edge_tune.screen import DeviceScreen, check_screenable
 from edge_tune.search import SearchSettings, make_searcher
-from edge_tune.search.sieve import use_screen
+from edge_tune.search.sieve import NEEDS_CONSTRAINT, use_screen
 from edge_tune.space import SearchSpace
 from edge_tune.tracking import resolve_mode, trial_callbacks
 from edge_tune.train import TrainConfig
@@ -116,7 +116,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     if cfg.searcher == "sieve" and not space.fixed:
         check_screenable(space)
         if cfg.objective != "constrained":
-            raise UserError("--searcher sieve models the threshold's constraint: use it with --objective constrained")
+            raise UserError(NEEDS_CONSTRAINT)
     started = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
     quiet = (lambda _: None) if cfg.quiet else log

@@ -128,12 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"trials before a model proposes (default: space file, else {default('initial_points')})",
     )
-    _defaulted(
-        p,
+    p.add_argument(
         "--screen",
-        "sieve: candidates screened (pruned, measured on the device, scored by the accuracy proxy) before the first "
-        "fine-tune; a quarter as many more before each later one",
         type=int,
+        default=None,
+        help="sieve: candidates screened (pruned, measured on the device, scored by the accuracy proxy) before the "
+        f"first fine-tune; a quarter as many more before each later one (default {default('screen')}, "
+        f"--smoke {SMOKE['screen']})",
     )
     _defaulted(p, "--seed", "searcher, baseline and fine-tuning seed", type=int)
     p.add_argument("--model", default="", help="zoo model or package.module:function (default: the space file's)")
@@ -308,7 +309,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     cfg.initial_points = (
         args.initial_points or smoke.get("initial_points") or search.get("initial_points", cfg.initial_points)
     )
-    cfg.screen = smoke.get("screen", args.screen) if args.screen == default("screen") else args.screen
+    cfg.screen = args.screen or smoke.get("screen") or cfg.screen
     epochs = args.epochs or smoke.get("epochs") or (needed if args.schedule else None)
     cfg.finetune_overrides = {"epochs": epochs} if epochs else {}
     if args.lr is not None:

@@ -10,7 +10,9 @@ profile (``benchmark(profile=False)``, interleaved with the baseline and
 cached by structure like every measurement); the proxy is top-1 after
 re-estimating the batch norms on ``images`` training images
 (``edge_tune.proxy``). A configuration whose architecture is the baseline's
-is the baseline: it is not measured.
+is the baseline, and one whose key was screened before gets that key's
+figures (Sieve keeps one candidate per key): neither is exported, measured
+or scored again.
 """
 
 from __future__ import annotations
@@ -75,10 +77,10 @@ class DeviceScreen:
         self.images = images
         self.example = torch.zeros(1, *data.input_shape)
         model = baseline.build(data.num_classes, data.in_channels).eval()
-        self._baseline_arch = json.dumps(architecture(model))
         self.baseline = Screened(
             json.dumps({"arch": architecture(model), "int8": False}), 1.0, proxy_top1(model, data, images)
         )
+        self._seen: dict[str, Screened] = {self.baseline.key: self.baseline}  # by key: pruned the same way
         self.calls, self.seconds = 0, 0.0
 
     def __call__(self, config: dict[str, Any]) -> Screened:
@@ -93,12 +95,15 @@ class DeviceScreen:
         ).planned_model()
         planned.eval()
         arch, int8 = architecture(planned), schedule.quantizer is not None
-        if json.dumps(arch) == self._baseline_arch and not int8:
+        if json.dumps({"arch": arch, "int8": int8}) == self.baseline.key:
             return self.baseline
         searched = {k: finetune[k] for k in self.space.searched_finetune()}
         key = json.dumps({"arch": arch, "int8": int8} | ({"finetune": searched} if searched else {}))
-        latency = self.measure(deployable(planned, self.example, schedule, self.data)[1])
-        screened = Screened(key, latency.speedup, proxy_top1(planned, self.data, self.images))
+        # Sieve keeps one candidate per key: a key seen before needs no export, measurement or proxy again.
+        screened = self._seen.get(key)
+        if screened is None:
+            latency = self.measure(deployable(planned, self.example, schedule, self.data)[1])
+            screened = self._seen[key] = Screened(key, latency.speedup, proxy_top1(planned, self.data, self.images))
         self.calls += 1
         self.seconds += time.perf_counter() - started
         if self.calls % 16 == 0:

@@ -88,6 +88,9 @@ def current_screen() -> Screen:
     return _SCREEN[0]
 
 
+NEEDS_CONSTRAINT = "--searcher sieve models the threshold's constraint: use it with --objective constrained"
+
+
 def _phi(x: np.ndarray) -> np.ndarray:
     """The standard normal CDF."""
     return 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
@@ -387,5 +390,5 @@ class Sieve(JsonState, Searcher):
 )
 def _sieve(s: SearchSettings) -> Searcher:
     if not s.constrained:
-        raise UserError("--searcher sieve models the threshold's constraint: use it with --objective constrained")
+        raise UserError(NEEDS_CONSTRAINT)
     return Sieve(s.params, seed=s.seed, pool=s.screen, step=max(2, s.screen // 4), diagonal=min(15, s.screen // 3))
