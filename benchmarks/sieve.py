@@ -49,6 +49,7 @@ OUT = REPO / "docs" / "benchmarks"
 RESULTS = OUT / "sieve.json"
 SPACE = "filter_prune_blocks"
 JUDGE_SEEDS = (100, 200)  # added to the search's seed for the two extra fine-tunes of its pick
+CONFIRM_SEEDS = 2  # --confirm: repeats of each candidate, with seed + 1000 and + 2000 (edge_tune.confirm)
 
 
 def load(dataset: str, subset: int) -> tuple[Any, Any]:
@@ -118,13 +119,16 @@ class Bench:
         self.trials[key] = {"top1": top1, "speedup": speedup, "seconds": time.perf_counter() - started}
         return self.trials[key]
 
-    def search(self, name: str, seed: int, trials: int) -> dict[str, Any]:
+    def search(self, name: str, seed: int, trials: int, confirm: int = 0) -> dict[str, Any]:
+        from edge_tune.confirm import SEED_STRIDE, config_key
+        from edge_tune.outcome import REPEAT
         from edge_tune.screen import DeviceScreen
         from edge_tune.search import SearchSettings, make_searcher
+        from edge_tune.search.confirming import Confirming
         from edge_tune.search.sieve import use_screen
 
         settings = SearchSettings(
-            self.space.params, self.space.search.get("initial_points", 4), seed, trials, screen=48
+            self.space.params, self.space.search.get("initial_points", 4), seed, trials - confirm, screen=48
         )
         screen = None
         if name == "sieve":
@@ -134,6 +138,8 @@ class Bench:
             )  # fmt: skip
             use_screen(screen)
         searcher = make_searcher(name, settings)
+        if confirm:
+            searcher = Confirming(searcher, trials - confirm, confirm, CONFIRM_SEEDS)
         rows, charged, spent = [], 0.0, time.perf_counter()
         for t in range(trials):
             suggest_started = time.perf_counter()
@@ -141,19 +147,30 @@ class Bench:
             charged += time.perf_counter() - suggest_started  # screening and the searcher's own work
             if not isinstance(config, dict):
                 break
-            r = self.trial(config, seed)
+            r = self.trial(config, seed + SEED_STRIDE * config.get(REPEAT, 0))
             charged += r["seconds"]
             result = {
                 "score": self.objective.score(r["top1"], r["speedup"]),
                 "constraint": self.objective.constraint(r["top1"]),
+                "feasible": r["top1"] >= self.threshold,
+                "final": True,
             }
             searcher.on_trial_complete(str(t), result)
             rows.append({"config": config, **r})
             print(f"  {name} seed {seed} trial {t + 1}: {r['speedup']:.3f}x top-1 {r['top1']:.2f}", flush=True)
         use_screen(None)
-        feasible = [(r["speedup"], i) for i, r in enumerate(rows) if r["top1"] >= self.threshold]
+        search = [(r["speedup"], i) for i, r in enumerate(rows) if REPEAT not in r["config"]]
+        feasible = [(v, i) for v, i in search if rows[i]["top1"] >= self.threshold]
+        if confirm:  # the first candidate that held, else the fastest one never repeated (the budget ran out)
+            held = [c for c in searcher.candidates if c.decided(CONFIRM_SEEDS) and c.holds()]
+            tried = {c.key for c in searcher.candidates if c.issued}
+            keys = [config_key(rows[i]["config"]) for _, i in feasible]
+            if held:
+                feasible = [f for f, k in zip(feasible, keys, strict=True) if k == held[0].key]
+            else:
+                feasible = [f for f, k in zip(feasible, keys, strict=True) if k not in tried]
         run: dict[str, Any] = {
-            "dataset": self.dataset, "searcher": name, "seed": seed, "trials": len(rows),
+            "dataset": self.dataset, "searcher": name, "seed": seed, "trials": len(rows), "confirm": confirm,
             "threshold": self.threshold, "baseline_top1": self.baseline.accuracy.top1,
             "rows": rows, "screened": screen.calls if screen else 0,
             "screen_seconds": screen.seconds if screen else 0.0,
@@ -211,6 +228,15 @@ def proxies(runs: list[dict[str, Any]], subset: int) -> dict[str, Any]:
     return out
 
 
+def _label(run: dict[str, Any]) -> tuple[str, str, int]:
+    """(dataset, searcher, fine-tunes kept back for confirmation): runs compared side by side."""
+    return run["dataset"], run["searcher"], int(run.get("confirm", 0))
+
+
+def _name(searcher: str, confirm: int) -> str:
+    return f"{searcher} + confirm {confirm}" if confirm else searcher
+
+
 def summary(runs: list[dict[str, Any]]) -> str:
     lines = [
         "# Sieve against the other searchers, with real fine-tunes",
@@ -223,14 +249,15 @@ def summary(runs: list[dict[str, Any]]) -> str:
         "median trials to its pick | median wall (device and screening included) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    keys = sorted({(r["dataset"], r["searcher"]) for r in runs})
-    for dataset, name in keys:
-        rs = [r for r in runs if r["dataset"] == dataset and r["searcher"] == name]
+    keys = sorted({_label(r) for r in runs})
+    for dataset, name, confirm in keys:
+        rs = [r for r in runs if _label(r) == (dataset, name, confirm)]
         best = statistics.median(r["best"] for r in rs)
         held = sum(r["holds"] for r in rs)
         to_pick = [r["pick"] + 1 for r in rs if r["pick"] is not None]
         lines.append(
-            f"| {dataset} | {name} | {len(rs)} ({', '.join(str(r['seed']) for r in rs)}) | {best:.3f}x | "
+            f"| {dataset} | {_name(name, confirm)} | {len(rs)} ({', '.join(str(r['seed']) for r in rs)}) | "
+            f"{best:.3f}x | "
             f"{held}/{len(rs)} | {statistics.median(to_pick) if to_pick else math.nan:g} | "
             f"{statistics.median(r['wall_s'] for r in rs) / 60:.1f} min |"
         )
@@ -242,12 +269,12 @@ def summary(runs: list[dict[str, Any]]) -> str:
         "| dataset | searcher | seed | threshold | pick | its top-1: search, judges | held | wall |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for dataset, name in keys:
-        for r in (r for r in runs if r["dataset"] == dataset and r["searcher"] == name):
+    for dataset, name, confirm in keys:
+        for r in (r for r in runs if _label(r) == (dataset, name, confirm)):
             pick = f"trial {r['pick'] + 1}, {r['pick_speedup']:.3f}x" if r["pick"] is not None else "none"
             top1 = ", ".join(f"{t:.2f}" for t in r["judged_top1"]) or "-"
             lines.append(
-                f"| {dataset} | {name} | {r['seed']} | {r['threshold']:.2f} | {pick} | {top1} | "
+                f"| {dataset} | {_name(name, confirm)} | {r['seed']} | {r['threshold']:.2f} | {pick} | {top1} | "
                 f"{'yes' if r['holds'] else 'no'} | {r['wall_s'] / 60:.1f} min |"
             )
     proxy_file = OUT / "sieve_proxy.json"
@@ -271,6 +298,7 @@ def main() -> None:
     ap.add_argument("--searchers", nargs="+", default=["sieve", "bayesopt", "optuna", "random", "grid"])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--subset", type=int, default=3000, help="Fashion-MNIST training images")
+    ap.add_argument("--confirm", type=int, default=0, help="fine-tunes of --trials kept back for confirmation")
     ap.add_argument("--proxy", action="store_true", help="only the proxy over the configurations fine-tuned so far")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -283,11 +311,11 @@ def main() -> None:
         bench = None
         for seed in args.seeds:
             for name in args.searchers:
-                if any(r["dataset"] == dataset and r["searcher"] == name and r["seed"] == seed for r in runs):
+                if any(_label(r) == (dataset, name, args.confirm) and r["seed"] == seed for r in runs):
                     continue
                 bench = bench or Bench(dataset, args.subset)
-                print(f"{dataset}: {name}, seed {seed}", flush=True)
-                runs.append(bench.search(name, seed, args.trials))
+                print(f"{dataset}: {name}, seed {seed}, confirm {args.confirm}", flush=True)
+                runs.append(bench.search(name, seed, args.trials, args.confirm))
                 OUT.mkdir(parents=True, exist_ok=True)
                 RESULTS.write_text(json.dumps(runs, indent=1))
                 (OUT / "sieve.md").write_text(summary(runs))

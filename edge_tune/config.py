@@ -45,6 +45,8 @@ class ExperimentConfig:
     initial_points: int = 4  # trials before a model proposes (bayesopt: up to 3 on the uniform diagonal)
     searcher: str = "bayesopt"  # a name in search.SEARCHERS (--help lists them)
     screen: int = 48  # sieve: candidates screened before the first fine-tune (a quarter as many before each later)
+    confirm: int | None = None  # fine-tunes of num_samples kept back to confirm candidates; None: a fifth
+    confirm_seeds: int = 2  # repeats of each candidate with other seeds (edge_tune.confirm)
     seed: int = 0  # searcher, baseline training, fine-tuning
     baseline: TrainConfig = field(default_factory=TrainConfig)  # baseline training recipe
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=0.01))  # under the space's

@@ -23,6 +23,7 @@ from edge_tune.baseline import Baseline, describe, load_baseline
 from edge_tune.cluster import ray_address, start_ray, trial_gpus
 from edge_tune.compression import count_macs_params
 from edge_tune.config import RUN_FILE, ExperimentConfig
+from edge_tune.confirm import FINISHED, SEED_STRIDE, annotate, candidates_from_rows, next_run, resolve_reserve
 from edge_tune.contract import fit_data_to_model
 from edge_tune.data import Chunks, Dataset, load_dataset
 from edge_tune.device import DeviceAccuracy, LatencyResult, start_device
@@ -31,12 +32,14 @@ from edge_tune.errored import errored_callback
 from edge_tune.errors import UserError
 from edge_tune.finish import finish
 from edge_tune.objective import Objective, check_reachable, parse_threshold
+from edge_tune.outcome import TrialRow
 from edge_tune.progress import await_device, log, progress_callback
 from edge_tune.results import (
     rows_from_results,
 )
 from edge_tune.screen import DeviceScreen, check_screenable
 from edge_tune.search import SearchSettings, make_searcher
+from edge_tune.search.confirming import Confirming
 from edge_tune.search.sieve import NEEDS_CONSTRAINT, use_screen
 from edge_tune.space import SearchSpace
 from edge_tune.tracking import resolve_mode, trial_callbacks
@@ -113,6 +116,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     finetune = replace(cfg.finetune, seed=cfg.seed)
     model, data = fit_data_to_model(model_name, data, log)
     dry_run_schedule(cfg, data, model, finetune_epochs(cfg, finetune))
+    cfg.confirm = resolve_reserve(cfg.confirm, cfg.confirm_seeds, cfg.num_samples, not space.fixed)
     if cfg.searcher == "sieve" and not space.fixed:
         check_screenable(space)
         if cfg.objective != "constrained":
@@ -186,11 +190,15 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
     scheduler = make_early_stopping(cfg.early_stop, p.objective.threshold, finetune_epochs(cfg, p.finetune))
     wandb_mode = resolve_mode(cfg.wandb)
     searcher = None  # a fixed configuration: Tune's own generator runs it once
+    reserve = cfg.confirm or 0
     if not space.fixed:
+        search = cfg.num_samples - reserve  # the searcher's own trials; the rest confirm its candidates
         settings = SearchSettings(
-            space.params, cfg.initial_points, cfg.seed, cfg.num_samples, p.objective.constrained, cfg.screen
+            space.params, cfg.initial_points, cfg.seed, search, p.objective.constrained, cfg.screen
         )
         searcher = make_searcher(cfg.searcher, settings)
+        if reserve:
+            searcher = Confirming(searcher, search, reserve, cfg.confirm_seeds)
         if cfg.searcher == "sieve":  # also after --resume: the restored searcher finds it here
 
             def measure(blob: bytes) -> LatencyResult:
@@ -203,6 +211,8 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
         run = {"argv": cfg.argv, "space": str(space.path.resolve()), "schedule": space.schedule_file}
         (p.out_dir / RUN_FILE).write_text(json.dumps(run | {"cwd": os.getcwd()}, indent=2))
     what = "one fixed configuration" if space.fixed else f"{cfg.num_samples} trials, searcher {cfg.searcher}"
+    if reserve:
+        what += f" ({reserve} of them kept back to confirm candidates, {cfg.confirm_seeds} more seeds each)"
     log(
         f"searching {space.name}: {what}, {concurrent} at a time, "
         + (f"{ctx.gpus:g} GPU(s) per trial" if ctx.gpus else f"{cfg.trial_cpus} CPU(s) per trial, no GPU")
@@ -214,20 +224,34 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
     Ledger(p.out_dir).update(p.out_dir, deep=True)
     search_seconds = time.perf_counter() - search_started
     done = [r for r in rows if r.status != "error" or r.error != "no final result"]
-    if len(done) < cfg.num_samples or signals.received():  # Tune stopped early and kept its state
+    if not _complete(cfg, rows, done) or signals.received():  # Tune stopped early and kept its state
         log(
             f"interrupted{_by_signal()}: {len(done)} of {cfg.num_samples} trials finished and are kept in {p.out_dir}; "
             f"continue with: python -m edge_tune.run --resume {p.out_dir}"
         )
         return signals.exit_code()
+    repeats = annotate(rows, cfg.confirm_seeds)[1] if reserve else 0
     experiment = _summary(p, base) | {
         "stopped_early": sum(r.status == "stopped" for r in rows),
         "wall_seconds": time.perf_counter() - p.started,
         "search_seconds": search_seconds,
         "gpus_per_trial": ctx.gpus,
     }
+    experiment["confirm"]["repeats_run"] = repeats  # fewer than kept back when a candidate held early
     wandb = (cfg.wandb_project, wandb_mode)
     return finish(p.out_dir, rows, experiment, base.actor, p.objective, list(space.params), wandb)
+
+
+def _complete(cfg: ExperimentConfig, rows: list[TrialRow], done: list[TrialRow]) -> bool:
+    """Every trial ran; or, under confirmation, the search's did and confirmation ended (a candidate held,
+    or none was left) before its budget did."""
+    if len(done) >= cfg.num_samples:
+        return True
+    reserve = cfg.confirm or 0
+    if not reserve or sum(not r.repeat for r in done) < cfg.num_samples - reserve:
+        return False
+    candidates, repeats = candidates_from_rows(rows)
+    return next_run(candidates, cfg.confirm_seeds, reserve - repeats) == FINISHED
 
 
 def _by_signal() -> str:
@@ -267,6 +291,7 @@ def _summary(p: Prepared, base: OnDevice) -> dict[str, Any]:
         "latency_weight": p.objective.latency_weight,
         "early_stop": cfg.early_stop,
         "num_samples": cfg.num_samples,
+        "confirm": {"fine_tunes": cfg.confirm or 0, "seeds": cfg.confirm_seeds, "seed_stride": SEED_STRIDE},
         "measure_after_finetune": cfg.measure_after_finetune,
     }
 

@@ -57,13 +57,22 @@ def finish(
     return verdict(rows, best, objective, experiment["baseline"]["macs"])
 
 
+def _runs(row: TrialRow) -> str:
+    """What confirmation found, where it repeated the row's configuration."""
+    if not row.runs:
+        return ""
+    each = ", ".join(f"{v:.2f}" for v in row.runs)
+    held = {True: "held", False: "not held", None: "not all run"}[row.held]
+    return f"; mean top1 {row.top1_mean:.2f}% over {len(row.runs)} fine-tunes ({each}), {held}"
+
+
 def verdict(rows: list[TrialRow], best: TrialRow | None, objective: Objective, base_macs: int) -> int:
     """The last line: the best feasible trial, or why there is none; and the exit code."""
     if best is None:
         closest = closest_infeasible(rows)
         detail = (
-            f"; the closest was {closest.trial_id} at top1 {closest.outcome.top1_judged:.2f}% "
-            f"({-closest.outcome.constraint:.2f} points short, speedup {closest.outcome.speedup:.3f}x), "
+            f"; the closest was {closest.trial_id} at top1 {closest.outcome.top1_judged:.2f}%{_runs(closest)} "
+            f"({-closest.shortfall:.2f} points short, speedup {closest.outcome.speedup:.3f}x), "
             "kept in best.json marked infeasible; try a lower threshold or more fine-tuning epochs"
             if closest is not None
             else ""
@@ -73,7 +82,7 @@ def verdict(rows: list[TrialRow], best: TrialRow | None, objective: Objective, b
     o = best.outcome
     measured = (
         f"speedup {o.speedup:.3f}x (95% CI {o.speedup_ci_low:.3f}-{o.speedup_ci_high:.3f}, cv {o.speedup_cv:.3f}), "
-        f"top1 {o.top1:.2f}% (device {o.top1_device:.2f}%), {o.macs:,} MACs vs {base_macs:,}"
+        f"top1 {o.top1:.2f}% (device {o.top1_device:.2f}%){_runs(best)}, {o.macs:,} MACs vs {base_macs:,}"
     )
     if not o.faster_than_baseline():
         log(

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrialOutcome", "TrialRow", "finite", "json_safe"]
+__all__ = ["REPEAT", "TrialOutcome", "TrialRow", "finite", "json_safe"]
 
 NAN = math.nan
 
@@ -124,6 +124,9 @@ class TrialOutcome:
         return cls(**kwargs)
 
 
+REPEAT = "repeat"  # a confirmation trial's config key (edge_tune.confirm): which repeat of its candidate it is
+
+
 @dataclass
 class TrialRow:
     trial_id: str
@@ -133,10 +136,31 @@ class TrialRow:
     error: str = ""
     checkpoint: Path | None = None  # the trial's saved model folder
     timestamp: float = math.nan  # Ray Tune's time of the trial's last report, s since the epoch
+    # Confirmation (edge_tune.confirm): the judged top-1 of every run of this configuration, and whether
+    # their mean held the threshold; None where it was not repeated, and its own run decides.
+    runs: tuple[float, ...] = ()
+    held: bool | None = None
 
     @property
     def feasible(self) -> bool:
-        return self.status == "ok" and self.outcome.feasible
+        return self.status == "ok" and (self.outcome.feasible if self.held is None else self.held)
+
+    @property
+    def top1_mean(self) -> float:
+        """The mean judged top-1 over the runs of this configuration; its own where it was not repeated."""
+        runs = self.runs
+        return sum(runs) / len(runs) if runs else self.outcome.top1_judged
+
+    @property
+    def shortfall(self) -> float:
+        """Points the mean judged top-1 lies above the threshold (below: negative), as ``outcome.constraint``."""
+        return self.outcome.constraint + self.top1_mean - self.outcome.top1_judged
+
+    @property
+    def repeat(self) -> int:
+        """0 for a search trial, k for a candidate's k-th confirmation run."""
+        value = self.config.get(REPEAT, 0)
+        return int(value) if isinstance(value, int) else 0
 
     @property
     def score(self) -> float:
@@ -155,6 +179,8 @@ class TrialRow:
                 "checkpoint": (os.path.relpath(ckpt, out_dir) if out_dir else str(ckpt)) if ckpt else None,
                 "timestamp": self.timestamp,
                 "outcome": self.outcome.to_dict(),
+                "runs": list(self.runs),
+                "held": self.held,
             }
         )
 
@@ -169,6 +195,8 @@ class TrialRow:
             str(d.get("error") or ""),
             (out_dir / ckpt if out_dir else Path(ckpt)) if ckpt else None,
             float(d["timestamp"]) if finite(d.get("timestamp")) else math.nan,
+            tuple(float(v) if finite(v) else math.nan for v in d.get("runs") or ()),
+            None if d.get("held") is None else bool(d["held"]),
         )
 
 

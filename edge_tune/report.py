@@ -208,6 +208,14 @@ def _table(rows: list[TrialRow]) -> str:
     return f"<table><tr>{head}</tr>\n{body}\n</table>"
 
 
+def _runs(row: TrialRow) -> str:
+    """Confirmation's figures, where the row's configuration was fine-tuned more than once."""
+    if not row.runs:
+        return ""
+    each = ", ".join(f"{v:.2f}" for v in row.runs)
+    return f"; mean judged top-1 over its {len(row.runs)} fine-tunes {row.top1_mean:.2f}% ({each})"
+
+
 def _verdict(rows: list[TrialRow], best: dict[str, Any], reference_ms: float) -> str:
     chosen = next((r for r in rows if r.trial_id == best.get("trial_id")), None)
     if chosen is None:
@@ -215,14 +223,15 @@ def _verdict(rows: list[TrialRow], best: dict[str, Any], reference_ms: float) ->
     o, tid = chosen.outcome, html.escape(chosen.trial_id)
     if not best.get("feasible"):
         return (
-            f"<b>No trial reached the threshold.</b> The closest was {tid}: top-1 {o.top1_judged:.2f}% "
-            f"({-o.constraint:.2f} points short), {o.speedup:.3f}× faster. "
+            f"<b>No trial reached the threshold.</b> The closest was {tid}: top-1 {o.top1_judged:.2f}%"
+            f"{_runs(chosen)} ({-chosen.shortfall:.2f} points short), {o.speedup:.3f}× faster. "
             "Try a lower threshold or more fine-tuning epochs."
         )
     measured = (
         f"<b>{o.speedup:.3f}×</b> (95% CI {o.speedup_ci_low:.3f}–{o.speedup_ci_high:.3f}, measured interleaved "
         f"with the baseline; {o.latency_ms_normalised(reference_ms):.3f} ms on the baseline's "
         f"{reference_ms:.3f} ms scale), top-1 {o.top1:.2f}% in PyTorch and {o.top1_device:.2f}% on the device"
+        f"{_runs(chosen)}"
     )
     if not o.faster_than_baseline():
         return (

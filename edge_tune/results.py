@@ -79,6 +79,10 @@ DETAIL_COLUMNS = (
     "compile_s",
     "first_inference_ms",
     "latency_cached",
+    "repeat",  # 0: a search trial; k: the k-th confirmation run of its configuration (edge_tune.confirm)
+    "runs",  # confirmation: the judged top-1 of every run of this configuration
+    "top1_mean",  # their mean, which decides feasibility where there are several
+    "held",  # whether that mean held the threshold (blank: not repeated)
     "timestamp",  # when the trial reported last (Ray Tune's): the order of the search, for the report
 )
 COLUMNS = SCREEN_COLUMNS + DETAIL_COLUMNS
@@ -153,10 +157,10 @@ def closest_infeasible(rows: list[TrialRow]) -> TrialRow | None:
     """Of the trials that finished, the one nearest the threshold (largest constraint), then the best score."""
 
     def key(r: TrialRow) -> tuple[float, float]:
-        c = r.outcome.constraint
+        c = r.shortfall  # over the runs of a confirmed configuration, their mean
         return (c if finite(c) else -math.inf, r.score)
 
-    return max((r for r in rows if r.status == "ok"), key=key, default=None)
+    return max((r for r in rows if r.status == "ok" and not r.feasible), key=key, default=None)
 
 
 def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
@@ -217,6 +221,8 @@ def _values(row: TrialRow, reference_ms: float) -> dict[str, Any]:
         "latency_ms_normalised": o.latency_ms_normalised(reference_ms),
     }
     values.update(trial_id=row.trial_id, status=row.status, feasible=row.feasible, timestamp=row.timestamp)
+    values.update(repeat=row.repeat, runs=list(row.runs) or None, top1_mean=row.top1_mean if row.runs else None)
+    values.update(held=row.held)
     return values
 
 
@@ -229,7 +235,8 @@ def _table_row(
 ) -> dict[str, Any]:
     values = _values(row, reference_ms)
     if row.status != "ok":  # nothing measured on the device: blank, not zeros
-        values = {k: v for k, v in values.items() if k in ("trial_id", "status", "feasible", "epoch", "top1")}
+        keep = ("trial_id", "status", "feasible", "epoch", "top1", "repeat")
+        values = {k: v for k, v in values.items() if k in keep}
     base = {c: values.get(c) for c in columns}
     base.update({f"config/{p}": row.config.get(p) for p in params})
     if row.error:

@@ -136,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
         f"first fine-tune; a quarter as many more before each later one (default {default('screen')}, "
         f"--smoke {SMOKE['screen']})",
     )
+    p.add_argument(
+        "--confirm",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fine-tunes of --num-samples kept back to confirm the search's best candidates: each is fine-tuned "
+        "--confirm-seeds more times with other seeds, and the first whose mean top-1 holds the threshold is the "
+        "pick; 0: none (default: a fifth of --num-samples in whole candidates, none below 10 trials)",
+    )
+    _defaulted(p, "--confirm-seeds", "repeats of each candidate under --confirm", type=int)
     _defaulted(p, "--seed", "searcher, baseline and fine-tuning seed", type=int)
     p.add_argument("--model", default="", help="zoo model or package.module:function (default: the space file's)")
     p.add_argument(
@@ -282,6 +292,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "initial_points",
         "device_threads",
         "screen",
+        "confirm_seeds",
     ):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
     _check_numbers(args)
@@ -310,6 +321,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         args.initial_points or smoke.get("initial_points") or search.get("initial_points", cfg.initial_points)
     )
     cfg.screen = args.screen or smoke.get("screen") or cfg.screen
+    cfg.confirm, cfg.confirm_seeds = args.confirm, args.confirm_seeds
     epochs = args.epochs or smoke.get("epochs") or (needed if args.schedule else None)
     cfg.finetune_overrides = {"epochs": epochs} if epochs else {}
     if args.lr is not None:

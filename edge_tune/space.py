@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from edge_tune.errors import UserError
+from edge_tune.outcome import REPEAT
 from edge_tune.params import PARAM_TYPES, Param
 
 __all__ = ["Param", "SearchSpace", "find_space", "load_space", "space_names"]
@@ -135,6 +136,8 @@ def _references(node: Any, where: str) -> list[tuple[str, str]]:
 
 
 def _parse_param(name: str, spec: Any, where: str) -> Param:
+    if name == REPEAT:
+        raise ValueError(f"{where}: the name {REPEAT!r} is edge_tune's (a confirmation run's number); rename it")
     if not isinstance(spec, dict):
         raise ValueError(
             f"{where}: expected a mapping like {{type: float, low: 0.0, high: 0.8}}, or a plain value to fix it"

@@ -25,6 +25,7 @@ import yaml
 from edge_tune.baseline import Baseline
 from edge_tune.compression import CompressionScheduler, Schedule, check_schedule_fits, parse_schedule
 from edge_tune.compression.quantize import quantize_onnx
+from edge_tune.confirm import SEED_STRIDE
 from edge_tune.data import Dataset, load_dataset, with_channels
 from edge_tune.device import LatencyResult, get_device
 from edge_tune.device.engine import unpack_ir
@@ -32,7 +33,7 @@ from edge_tune.errored import earlier_error
 from edge_tune.export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
 from edge_tune.layers import write_layers
 from edge_tune.objective import Objective
-from edge_tune.outcome import TrialOutcome
+from edge_tune.outcome import REPEAT, TrialOutcome
 from edge_tune.space import SearchSpace
 from edge_tune.train import Accuracy, TrainConfig, evaluate, fine_tune, make_optimizer
 
@@ -82,6 +83,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     model = ctx.baseline.build(data.num_classes, data.in_channels)
     example = torch.zeros(1, *data.input_shape)  # (1, C, H, W): the device runs batch 1
     cfg = replace(ctx.train, **{**finetune, **ctx.train_overrides})
+    cfg = replace(cfg, seed=cfg.seed + SEED_STRIDE * int(config.get(REPEAT, 0)))  # a confirmation run's own seed
     check_schedule_fits(schedule, cfg.epochs, ctx.truncate_lr)
     compression = CompressionScheduler(
         model, schedule, example, lambda m: make_optimizer(m, cfg), lambda: activation_batches(data, cfg)
