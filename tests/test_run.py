@@ -289,7 +289,7 @@ def test_wandb_offline_runs_hold_config_epochs_results_layers_and_the_model(smok
     proc, exp = smoke
     rows = {r["trial_id"]: r for r in csv.DictReader(open(exp / "results.csv"))}
     trial_runs = sorted(exp.glob("run_trial_*/wandb/offline-run-*"))
-    assert len(trial_runs) == len(rows) == 2
+    assert len(trial_runs) == len(rows) == 3  # two search trials and one confirmation run
     runs = [run_contents(folder) for folder in trial_runs]
     assert sorted(run["run"].run_id for run in runs if run["run"] is not None) == sorted(rows)  # all written
     for run in runs:
@@ -297,6 +297,7 @@ def test_wandb_offline_runs_hold_config_epochs_results_layers_and_the_model(smok
         assert run["run"].project == "edge_tune" and run["run"].run_group == "smoke"
         for p in ("stage1_ratio", "stage2_ratio", "stage3_ratio"):
             assert run["config"][p] == pytest.approx(float(row[f"config/{p}"]))
+        assert run["config"].get("repeat", 0) == int(row["repeat"])  # a confirmation run says which it is
         epochs = [h for h in run["history"] if h.get("final") is False]
         assert epochs and all({"epoch", "loss", "top1", "top5"} <= set(h) for h in epochs)
         (final,) = [h for h in run["history"] if h.get("final") is True]
