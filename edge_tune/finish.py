@@ -54,7 +54,8 @@ def finish(
     front = pareto_front(rows)
     if front:
         print(format_front(front, experiment["baseline"]["latency_ms"]))
-    return verdict(rows, best, objective, experiment["baseline"]["macs"])
+    confirming = bool((experiment.get("confirm") or {}).get("fine_tunes"))
+    return verdict(rows, best, objective, experiment["baseline"]["macs"], confirming)
 
 
 def _runs(row: TrialRow) -> str:
@@ -66,8 +67,23 @@ def _runs(row: TrialRow) -> str:
     return f"; mean top1 {row.top1_mean:.2f}% over {len(row.runs)} fine-tunes ({each}), {held}"
 
 
-def verdict(rows: list[TrialRow], best: TrialRow | None, objective: Objective, base_macs: int) -> int:
-    """The last line: the best feasible trial, or why there is none; and the exit code."""
+def _unconfirmed(rows: list[TrialRow], best: TrialRow) -> str:
+    """Why the pick rests on one fine-tune although confirmation was on."""
+    failed = sorted({r.outcome.speedup for r in rows if r.held is False}, reverse=True)
+    why = (
+        f"the confirmation fine-tunes went to {len(failed)} faster candidate(s) "
+        f"({', '.join(f'{v:.3f}x' for v in failed)}) whose mean top-1 did not hold"
+        if failed
+        else "no confirmation fine-tune was left for it"
+    )
+    return f" [one fine-tune, not confirmed: {why}; raise --confirm to confirm further]"
+
+
+def verdict(
+    rows: list[TrialRow], best: TrialRow | None, objective: Objective, base_macs: int, confirming: bool = False
+) -> int:
+    """The last line: the best feasible trial, or why there is none; and the exit code. ``confirming``:
+    a pick that rests on one fine-tune says so."""
     if best is None:
         closest = closest_infeasible(rows)
         detail = (
@@ -91,5 +107,8 @@ def verdict(rows: list[TrialRow], best: TrialRow | None, objective: Objective, b
             "faster (best/ holds it all the same)"
         )
         return EXIT_OK
-    log(f"best feasible: {best.trial_id} {measured}")
+    log(
+        f"best feasible: {best.trial_id} {measured}"
+        + (_unconfirmed(rows, best) if confirming and not best.runs else "")
+    )
     return EXIT_OK

@@ -283,6 +283,8 @@ def write_outputs(
     summary: dict[str, Any] = {"experiment": experiment, "feasible": best is not None}
     if best is not None:
         summary["faster_than_baseline"] = best.outcome.faster_than_baseline()
+        if (experiment.get("confirm") or {}).get("fine_tunes"):  # its mean held; False: it rests on one fine-tune
+            summary["confirmed"] = best.held is True
     if chosen is not None:
         schedule = finetune = None
         if chosen.checkpoint is not None:

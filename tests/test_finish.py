@@ -25,3 +25,15 @@ def test_no_feasible_trial_names_the_closest(capsys):
     rows = [measured("near", 96.5, 1.2, False), measured("far", 90.0, 3.0, False)]
     assert verdict(rows, None, Objective(97.0), 40_000_000) == EXIT_NO_FEASIBLE
     assert "the closest was near at top1 96.50% (0.50 points short" in capsys.readouterr().out
+
+
+def test_a_pick_that_rests_on_one_fine_tune_under_confirmation_says_why(capsys):
+    fast, best = measured("fast", 97.2, 1.6, True), measured("slower", 98.0, 1.35, True)
+    fast.runs, fast.held = (97.2, 96.5, 96.9), False
+    assert verdict([fast, best], best, Objective(97.0), 40_000_000, confirming=True) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "best feasible: slower" in out and "not confirmed" in out and "1.600x" in out
+    best.runs, best.held = (98.0, 97.5, 97.8), True
+    assert verdict([fast, best], best, Objective(97.0), 40_000_000, confirming=True) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "mean top1 97.77% over 3 fine-tunes (98.00, 97.50, 97.80), held" in out and "not confirmed" not in out
