@@ -35,6 +35,7 @@ __all__ = [
     "SEED_STRIDE",
     "WAIT",
     "Candidate",
+    "add_search_run",
     "annotate",
     "candidates_from_rows",
     "config_key",
@@ -76,6 +77,17 @@ def config_key(config: dict[str, Any]) -> str:
     return json.dumps({k: config[k] for k in sorted(config) if k != REPEAT}, sort_keys=True, default=str)
 
 
+def add_search_run(by_key: dict[str, Candidate], config: dict[str, Any], score: float, constraint: float) -> None:
+    """A search trial that cleared the threshold: a new candidate, or one more run of a configuration the
+    searcher proposed twice (both runs count)."""
+    key = config_key(config)
+    if key in by_key:
+        by_key[key].constraints.append(constraint)
+        by_key[key].search_runs += 1
+    else:
+        by_key[key] = Candidate(key, dict(config), score, [constraint])
+
+
 def next_run(ordered: list[Candidate], seeds: int, budget_left: int) -> Candidate | str:
     """The candidate to fine-tune once more, or ``WAIT`` (results still out decide it) or ``FINISHED``.
 
@@ -103,12 +115,7 @@ def candidates_from_rows(rows: list[TrialRow]) -> tuple[list[Candidate], int]:
     search = sorted((r for r in rows if not r.repeat), key=lambda r: -r.score)
     for r in search:
         if r.status == "ok" and r.outcome.feasible and finite(r.outcome.score):
-            key = config_key(r.config)
-            if key in by_key:
-                by_key[key].constraints.append(r.outcome.constraint)
-                by_key[key].search_runs += 1
-            else:
-                by_key[key] = Candidate(key, dict(r.config), r.outcome.score, [r.outcome.constraint])
+            add_search_run(by_key, r.config, r.outcome.score, r.outcome.constraint)
     done = 0
     for r in rows:
         if r.repeat and (r.status != "error" or r.error != "no final result"):  # an interrupted one reruns

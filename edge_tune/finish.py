@@ -11,7 +11,15 @@ from edge_tune.objective import Objective
 from edge_tune.outcome import TrialRow
 from edge_tune.progress import log
 from edge_tune.report import write_report
-from edge_tune.results import closest_infeasible, format_front, format_table, pareto_front, rank, write_outputs
+from edge_tune.results import (
+    closest_infeasible,
+    describe_runs,
+    format_front,
+    format_table,
+    pareto_front,
+    rank,
+    write_outputs,
+)
 from edge_tune.tracking import log_summary
 
 __all__ = ["EXIT_NO_FEASIBLE", "EXIT_OK", "finish", "verdict"]
@@ -58,15 +66,6 @@ def finish(
     return verdict(rows, best, objective, experiment["baseline"]["macs"], confirming)
 
 
-def _runs(row: TrialRow) -> str:
-    """What confirmation found, where it repeated the row's configuration."""
-    if not row.runs:
-        return ""
-    each = ", ".join(f"{v:.2f}" for v in row.runs)
-    held = {True: "held", False: "not held", None: "not all run"}[row.held]
-    return f"; mean top1 {row.top1_mean:.2f}% over {len(row.runs)} fine-tunes ({each}), {held}"
-
-
 def _unconfirmed(rows: list[TrialRow], best: TrialRow) -> str:
     """Why the pick rests on one fine-tune although confirmation was on."""
     failed = sorted({r.outcome.speedup for r in rows if r.held is False}, reverse=True)
@@ -87,7 +86,7 @@ def verdict(
     if best is None:
         closest = closest_infeasible(rows)
         detail = (
-            f"; the closest was {closest.trial_id} at top1 {closest.outcome.top1_judged:.2f}%{_runs(closest)} "
+            f"; the closest was {closest.trial_id} at top1 {closest.outcome.top1_judged:.2f}%{describe_runs(closest)} "
             f"({-closest.shortfall:.2f} points short, speedup {closest.outcome.speedup:.3f}x), "
             "kept in best.json marked infeasible; try a lower threshold or more fine-tuning epochs"
             if closest is not None
@@ -98,7 +97,7 @@ def verdict(
     o = best.outcome
     measured = (
         f"speedup {o.speedup:.3f}x (95% CI {o.speedup_ci_low:.3f}-{o.speedup_ci_high:.3f}, cv {o.speedup_cv:.3f}), "
-        f"top1 {o.top1:.2f}% (device {o.top1_device:.2f}%){_runs(best)}, {o.macs:,} MACs vs {base_macs:,}"
+        f"top1 {o.top1:.2f}% (device {o.top1_device:.2f}%){describe_runs(best)}, {o.macs:,} MACs vs {base_macs:,}"
     )
     if not o.faster_than_baseline():
         log(

@@ -28,7 +28,7 @@ from typing import Any
 from edge_tune.errors import UserError, exit_code
 from edge_tune.layers import LayerComparison, read_comparison
 from edge_tune.outcome import TrialOutcome, TrialRow, finite
-from edge_tune.results import pareto_front, read_results
+from edge_tune.results import describe_runs, pareto_front, read_results
 
 __all__ = ["main", "write_report"]
 
@@ -208,14 +208,6 @@ def _table(rows: list[TrialRow]) -> str:
     return f"<table><tr>{head}</tr>\n{body}\n</table>"
 
 
-def _runs(row: TrialRow) -> str:
-    """Confirmation's figures, where the row's configuration was fine-tuned more than once."""
-    if not row.runs:
-        return ""
-    each = ", ".join(f"{v:.2f}" for v in row.runs)
-    return f"; mean judged top-1 over its {len(row.runs)} fine-tunes {row.top1_mean:.2f}% ({each})"
-
-
 def _verdict(rows: list[TrialRow], best: dict[str, Any], reference_ms: float) -> str:
     chosen = next((r for r in rows if r.trial_id == best.get("trial_id")), None)
     if chosen is None:
@@ -224,14 +216,14 @@ def _verdict(rows: list[TrialRow], best: dict[str, Any], reference_ms: float) ->
     if not best.get("feasible"):
         return (
             f"<b>No trial reached the threshold.</b> The closest was {tid}: top-1 {o.top1_judged:.2f}%"
-            f"{_runs(chosen)} ({-chosen.shortfall:.2f} points short), {o.speedup:.3f}× faster. "
+            f"{describe_runs(chosen)} ({-chosen.shortfall:.2f} points short), {o.speedup:.3f}× faster. "
             "Try a lower threshold or more fine-tuning epochs."
         )
     measured = (
         f"<b>{o.speedup:.3f}×</b> (95% CI {o.speedup_ci_low:.3f}–{o.speedup_ci_high:.3f}, measured interleaved "
         f"with the baseline; {o.latency_ms_normalised(reference_ms):.3f} ms on the baseline's "
         f"{reference_ms:.3f} ms scale), top-1 {o.top1:.2f}% in PyTorch and {o.top1_device:.2f}% on the device"
-        f"{_runs(chosen)}"
+        f"{describe_runs(chosen)}"
     )
     if not o.faster_than_baseline():
         return (

@@ -32,6 +32,7 @@ from edge_tune.outcome import TrialOutcome, TrialRow, finite, json_safe
 __all__ = [
     "RESULTS_JSON",
     "closest_infeasible",
+    "describe_runs",
     "format_front",
     "format_table",
     "pareto_front",
@@ -161,6 +162,15 @@ def closest_infeasible(rows: list[TrialRow]) -> TrialRow | None:
         return (c if finite(c) else -math.inf, r.score)
 
     return max((r for r in rows if r.status == "ok" and not r.feasible), key=key, default=None)
+
+
+def describe_runs(row: TrialRow) -> str:
+    """What confirmation found, where it repeated the row's configuration; empty where it did not."""
+    if not row.runs:
+        return ""
+    each = ", ".join(f"{v:.2f}" for v in row.runs)
+    held = {True: "held", False: "not held", None: "not all run"}[row.held]
+    return f"; mean top1 {row.top1_mean:.2f}% over {len(row.runs)} fine-tunes ({each}), {held}"
 
 
 def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:

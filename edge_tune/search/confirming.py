@@ -6,7 +6,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from edge_tune.confirm import FINISHED, WAIT, Candidate, config_key, next_run
+from edge_tune.confirm import FINISHED, WAIT, Candidate, add_search_run, next_run
 from edge_tune.outcome import REPEAT, finite
 from edge_tune.search.state import JsonState
 
@@ -75,12 +75,7 @@ class Confirming(JsonState, Searcher):
         constraint: Any = r.get("constraint")
         if error or not r.get("final") or not r.get("feasible") or not finite(score) or not finite(constraint):
             return
-        key = config_key(config)
-        if key in self._candidates:  # proposed twice: both runs count
-            self._candidates[key].constraints.append(float(constraint))
-            self._candidates[key].search_runs += 1
-        else:
-            self._candidates[key] = Candidate(key, config, float(score), [float(constraint)])
+        add_search_run(self._candidates, config, float(score), float(constraint))
 
     def state(self) -> dict[str, Any]:
         return {
