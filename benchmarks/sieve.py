@@ -50,6 +50,7 @@ RESULTS = OUT / "sieve.json"
 SPACE = "filter_prune_blocks"
 JUDGE_SEEDS = (100, 200)  # added to the search's seed for the two extra fine-tunes of its pick
 CONFIRM_SEEDS = 2  # --confirm: repeats of each candidate, with seed + 1000 and + 2000 (edge_tune.confirm)
+MARGIN = 1.0  # --confirm-margin: the tool's default (edge_tune.confirm.MARGIN)
 
 
 def load(dataset: str, subset: int) -> tuple[Any, Any]:
@@ -119,8 +120,8 @@ class Bench:
         self.trials[key] = {"top1": top1, "speedup": speedup, "seconds": time.perf_counter() - started}
         return self.trials[key]
 
-    def search(self, name: str, seed: int, trials: int, confirm: int = 0) -> dict[str, Any]:
-        from edge_tune.confirm import SEED_STRIDE, config_key
+    def search(self, name: str, seed: int, trials: int, confirm: int = 0, margin: float = 0.0) -> dict[str, Any]:
+        from edge_tune.confirm import SEED_STRIDE, config_key, held
         from edge_tune.outcome import REPEAT
         from edge_tune.screen import DeviceScreen
         from edge_tune.search import SearchSettings, make_searcher
@@ -139,7 +140,7 @@ class Bench:
             use_screen(screen)
         searcher = make_searcher(name, settings)
         if confirm:
-            searcher = Confirming(searcher, trials - confirm, confirm, CONFIRM_SEEDS)
+            searcher = Confirming(searcher, trials - confirm, confirm, CONFIRM_SEEDS, margin)
         rows, charged, spent = [], 0.0, time.perf_counter()
         for t in range(trials):
             suggest_started = time.perf_counter()
@@ -161,16 +162,17 @@ class Bench:
         use_screen(None)
         search = [(r["speedup"], i) for i, r in enumerate(rows) if REPEAT not in r["config"]]
         feasible = [(v, i) for v, i in search if rows[i]["top1"] >= self.threshold]
-        if confirm:  # the first candidate that held, else the fastest one never repeated (the budget ran out)
-            held = [c for c in searcher.candidates if c.decided(CONFIRM_SEEDS) and c.holds()]
+        if confirm:  # the fastest candidate that held, else the fastest one never repeated (the budget ran out)
+            holding = held(searcher.candidates, CONFIRM_SEEDS, margin)
             tried = {c.key for c in searcher.candidates if c.issued}
             keys = [config_key(rows[i]["config"]) for _, i in feasible]
-            if held:
-                feasible = [f for f, k in zip(feasible, keys, strict=True) if k == held[0].key]
+            if holding:
+                feasible = [f for f, k in zip(feasible, keys, strict=True) if k == holding[0].key]
             else:
                 feasible = [f for f, k in zip(feasible, keys, strict=True) if k not in tried]
         run: dict[str, Any] = {
             "dataset": self.dataset, "searcher": name, "seed": seed, "trials": len(rows), "confirm": confirm,
+            "margin": margin,
             "threshold": self.threshold, "baseline_top1": self.baseline.accuracy.top1,
             "rows": rows, "screened": screen.calls if screen else 0,
             "screen_seconds": screen.seconds if screen else 0.0,
@@ -228,13 +230,15 @@ def proxies(runs: list[dict[str, Any]], subset: int) -> dict[str, Any]:
     return out
 
 
-def _label(run: dict[str, Any]) -> tuple[str, str, int]:
-    """(dataset, searcher, fine-tunes kept back for confirmation): runs compared side by side."""
-    return run["dataset"], run["searcher"], int(run.get("confirm", 0))
+def _label(run: dict[str, Any]) -> tuple[str, str, int, float]:
+    """(dataset, searcher, fine-tunes kept back for confirmation, its margin): runs compared side by side.
+    Runs from before the margin was recorded had none."""
+    confirm = int(run.get("confirm", 0))
+    return run["dataset"], run["searcher"], confirm, float(run.get("margin", 0.0)) if confirm else 0.0
 
 
-def _name(searcher: str, confirm: int) -> str:
-    return f"{searcher} + confirm {confirm}" if confirm else searcher
+def _name(searcher: str, confirm: int, margin: float) -> str:
+    return f"{searcher} + confirm {confirm} (margin {margin:g} SE)" if confirm else searcher
 
 
 def summary(runs: list[dict[str, Any]]) -> str:
@@ -250,13 +254,13 @@ def summary(runs: list[dict[str, Any]]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     keys = sorted({_label(r) for r in runs})
-    for dataset, name, confirm in keys:
-        rs = [r for r in runs if _label(r) == (dataset, name, confirm)]
+    for dataset, name, confirm, margin in keys:
+        rs = [r for r in runs if _label(r) == (dataset, name, confirm, margin)]
         best = statistics.median(r["best"] for r in rs)
         held = sum(r["holds"] for r in rs)
         to_pick = [r["pick"] + 1 for r in rs if r["pick"] is not None]
         lines.append(
-            f"| {dataset} | {_name(name, confirm)} | {len(rs)} ({', '.join(str(r['seed']) for r in rs)}) | "
+            f"| {dataset} | {_name(name, confirm, margin)} | {len(rs)} ({', '.join(str(r['seed']) for r in rs)}) | "
             f"{best:.3f}x | "
             f"{held}/{len(rs)} | {statistics.median(to_pick) if to_pick else math.nan:g} | "
             f"{statistics.median(r['wall_s'] for r in rs) / 60:.1f} min |"
@@ -269,13 +273,13 @@ def summary(runs: list[dict[str, Any]]) -> str:
         "| dataset | searcher | seed | threshold | pick | its top-1: search, judges | held | wall |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for dataset, name, confirm in keys:
-        for r in (r for r in runs if _label(r) == (dataset, name, confirm)):
+    for dataset, name, confirm, margin in keys:
+        for r in (r for r in runs if _label(r) == (dataset, name, confirm, margin)):
             pick = f"trial {r['pick'] + 1}, {r['pick_speedup']:.3f}x" if r["pick"] is not None else "none"
             top1 = ", ".join(f"{t:.2f}" for t in r["judged_top1"]) or "-"
             lines.append(
-                f"| {dataset} | {_name(name, confirm)} | {r['seed']} | {r['threshold']:.2f} | {pick} | {top1} | "
-                f"{'yes' if r['holds'] else 'no'} | {r['wall_s'] / 60:.1f} min |"
+                f"| {dataset} | {_name(name, confirm, margin)} | {r['seed']} | {r['threshold']:.2f} | {pick} | "
+                f"{top1} | {'yes' if r['holds'] else 'no'} | {r['wall_s'] / 60:.1f} min |"
             )
     proxy_file = OUT / "sieve_proxy.json"
     if proxy_file.exists():
@@ -286,6 +290,9 @@ def summary(runs: list[dict[str, Any]]) -> str:
                 f"- {dataset}: {p['all']:.3f} over {p['configs']} configurations; {p['near_rho']:.3f} over the "
                 f"{p['near']} within a point of the baseline"
             )
+    reading = OUT / "sieve_reading.md"  # written by hand from the tables above; kept when they are rewritten
+    if reading.exists():
+        lines += ["", reading.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -299,6 +306,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--subset", type=int, default=3000, help="Fashion-MNIST training images")
     ap.add_argument("--confirm", type=int, default=0, help="fine-tunes of --trials kept back for confirmation")
+    ap.add_argument("--confirm-margin", type=float, default=MARGIN, help="standard errors a candidate must hold by")
     ap.add_argument("--proxy", action="store_true", help="only the proxy over the configurations fine-tuned so far")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -311,11 +319,12 @@ def main() -> None:
         bench = None
         for seed in args.seeds:
             for name in args.searchers:
-                if any(_label(r) == (dataset, name, args.confirm) and r["seed"] == seed for r in runs):
+                label = (dataset, name, args.confirm, args.confirm_margin if args.confirm else 0.0)
+                if any(_label(r) == label and r["seed"] == seed for r in runs):
                     continue
                 bench = bench or Bench(dataset, args.subset)
-                print(f"{dataset}: {name}, seed {seed}, confirm {args.confirm}", flush=True)
-                runs.append(bench.search(name, seed, args.trials, args.confirm))
+                print(f"{dataset}: {name}, seed {seed}, confirm {args.confirm} ({label[3]:g} SE)", flush=True)
+                runs.append(bench.search(name, seed, args.trials, args.confirm, args.confirm_margin))
                 OUT.mkdir(parents=True, exist_ok=True)
                 RESULTS.write_text(json.dumps(runs, indent=1))
                 (OUT / "sieve.md").write_text(summary(runs))

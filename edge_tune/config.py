@@ -12,6 +12,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edge_tune.confirm import MARGIN
 from edge_tune.device import DeviceConfig, TimingPlan
 from edge_tune.objective import ACCURACY_WEIGHT, LATENCY_WEIGHT
 from edge_tune.space import SearchSpace
@@ -47,6 +48,7 @@ class ExperimentConfig:
     screen: int = 48  # sieve: candidates screened before the first fine-tune (a quarter as many before each later)
     confirm: int | None = None  # fine-tunes of num_samples kept back to confirm candidates; None: a fifth
     confirm_seeds: int = 2  # repeats of each candidate with other seeds (edge_tune.confirm)
+    confirm_margin: float = MARGIN  # standard errors of its mean a candidate must clear the threshold by
     seed: int = 0  # searcher, baseline training, fine-tuning
     baseline: TrainConfig = field(default_factory=TrainConfig)  # baseline training recipe
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=0.01))  # under the space's

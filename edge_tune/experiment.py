@@ -9,6 +9,7 @@ once, and run the Tuner.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import time
@@ -198,7 +199,7 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
         )
         searcher = make_searcher(cfg.searcher, settings)
         if reserve:
-            searcher = Confirming(searcher, search, reserve, cfg.confirm_seeds)
+            searcher = Confirming(searcher, search, reserve, cfg.confirm_seeds, cfg.confirm_margin)
         if cfg.searcher == "sieve":  # also after --resume: the restored searcher finds it here
 
             def measure(blob: bytes) -> LatencyResult:
@@ -230,7 +231,7 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
             f"continue with: python -m edge_tune.run --resume {p.out_dir}"
         )
         return signals.exit_code()
-    repeats = annotate(rows, cfg.confirm_seeds)[1] if reserve else 0
+    _, repeats, noise = annotate(rows, cfg.confirm_seeds, cfg.confirm_margin) if reserve else ([], 0, math.nan)
     experiment = _summary(p, base) | {
         "stopped_early": sum(r.status == "stopped" for r in rows),
         "wall_seconds": time.perf_counter() - p.started,
@@ -238,6 +239,7 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
         "gpus_per_trial": ctx.gpus,
     }
     experiment["confirm"]["repeats_run"] = repeats  # fewer than kept back when a candidate held early
+    experiment["confirm"]["noise_sd"] = noise  # top-1 points, pooled over the candidates' runs (edge_tune.confirm)
     wandb = (cfg.wandb_project, wandb_mode)
     return finish(p.out_dir, rows, experiment, base.actor, p.objective, list(space.params), wandb)
 
@@ -251,7 +253,7 @@ def _complete(cfg: ExperimentConfig, rows: list[TrialRow], done: list[TrialRow])
     if not reserve or sum(not r.repeat for r in done) < cfg.num_samples - reserve:
         return False
     candidates, repeats = candidates_from_rows(rows)
-    return next_run(candidates, cfg.confirm_seeds, reserve - repeats) == FINISHED
+    return next_run(candidates, cfg.confirm_seeds, reserve - repeats, cfg.confirm_margin) == FINISHED
 
 
 def _by_signal() -> str:
@@ -291,7 +293,12 @@ def _summary(p: Prepared, base: OnDevice) -> dict[str, Any]:
         "latency_weight": p.objective.latency_weight,
         "early_stop": cfg.early_stop,
         "num_samples": cfg.num_samples,
-        "confirm": {"fine_tunes": cfg.confirm or 0, "seeds": cfg.confirm_seeds, "seed_stride": SEED_STRIDE},
+        "confirm": {
+            "fine_tunes": cfg.confirm or 0,
+            "seeds": cfg.confirm_seeds,
+            "seed_stride": SEED_STRIDE,
+            "margin_se": cfg.confirm_margin,
+        },
         "measure_after_finetune": cfg.measure_after_finetune,
     }
 

@@ -136,10 +136,12 @@ class TrialRow:
     error: str = ""
     checkpoint: Path | None = None  # the trial's saved model folder
     timestamp: float = math.nan  # Ray Tune's time of the trial's last report, s since the epoch
-    # Confirmation (edge_tune.confirm): the judged top-1 of every run of this configuration, and whether
-    # their mean held the threshold; None where it was not repeated, and its own run decides.
+    # Confirmation (edge_tune.confirm): the judged top-1 of every run of this configuration, their mean
+    # less the margin, and whether that held the threshold; None where it was not repeated, and its own
+    # run decides.
     runs: tuple[float, ...] = ()
     held: bool | None = None
+    top1_lower: float = math.nan
 
     @property
     def feasible(self) -> bool:
@@ -181,6 +183,7 @@ class TrialRow:
                 "outcome": self.outcome.to_dict(),
                 "runs": list(self.runs),
                 "held": self.held,
+                "top1_lower": self.top1_lower,
             }
         )
 
@@ -197,6 +200,7 @@ class TrialRow:
             float(d["timestamp"]) if finite(d.get("timestamp")) else math.nan,
             tuple(float(v) if finite(v) else math.nan for v in d.get("runs") or ()),
             None if d.get("held") is None else bool(d["held"]),
+            float(d["top1_lower"]) if finite(d.get("top1_lower")) else math.nan,
         )
 
 

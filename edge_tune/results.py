@@ -82,8 +82,9 @@ DETAIL_COLUMNS = (
     "latency_cached",
     "repeat",  # 0: a search trial; k: the k-th confirmation run of its configuration (edge_tune.confirm)
     "runs",  # confirmation: the judged top-1 of every run of this configuration
-    "top1_mean",  # their mean, which decides feasibility where there are several
-    "held",  # whether that mean held the threshold (blank: not repeated)
+    "top1_mean",  # their mean
+    "top1_lower",  # the mean less --confirm-margin standard errors: it decides feasibility where it is set
+    "held",  # whether that bound held the threshold (blank: not repeated)
     "timestamp",  # when the trial reported last (Ray Tune's): the order of the search, for the report
 )
 COLUMNS = SCREEN_COLUMNS + DETAIL_COLUMNS
@@ -170,7 +171,8 @@ def describe_runs(row: TrialRow) -> str:
         return ""
     each = ", ".join(f"{v:.2f}" for v in row.runs)
     held = {True: "held", False: "not held", None: "not all run"}[row.held]
-    return f"; mean top1 {row.top1_mean:.2f}% over {len(row.runs)} fine-tunes ({each}), {held}"
+    bound = f", {row.top1_lower:.2f}% less the margin" if finite(row.top1_lower) else ""
+    return f"; mean top1 {row.top1_mean:.2f}%{bound} over {len(row.runs)} fine-tunes ({each}), {held}"
 
 
 def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
@@ -232,7 +234,7 @@ def _values(row: TrialRow, reference_ms: float) -> dict[str, Any]:
     }
     values.update(trial_id=row.trial_id, status=row.status, feasible=row.feasible, timestamp=row.timestamp)
     values.update(repeat=row.repeat, runs=list(row.runs) or None, top1_mean=row.top1_mean if row.runs else None)
-    values.update(held=row.held)
+    values.update(held=row.held, top1_lower=row.top1_lower if row.runs else None)
     return values
 
 

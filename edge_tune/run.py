@@ -146,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         "pick; 0: none (default: a fifth of --num-samples in whole candidates, none below 10 trials)",
     )
     _defaulted(p, "--confirm-seeds", "repeats of each candidate under --confirm", type=int)
+    _defaulted(
+        p,
+        "--confirm-margin",
+        "standard errors of its mean top-1 (seed noise pooled over the candidates' runs) a candidate must "
+        "clear the threshold by to hold; 0: the mean alone",
+        type=float,
+        metavar="SE",
+    )
     _defaulted(p, "--seed", "searcher, baseline and fine-tuning seed", type=int)
     p.add_argument("--model", default="", help="zoo model or package.module:function (default: the space file's)")
     p.add_argument(
@@ -268,6 +276,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for flag in ("accuracy_weight", "latency_weight"):
         if not getattr(args, flag) >= 0:
             raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag):g}: a weight must be 0 or more")
+    from edge_tune.confirm import check_margin
+
+    check_margin(args.confirm_margin)
 
 
 def _interpreter(path: str) -> None:
@@ -321,7 +332,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         args.initial_points or smoke.get("initial_points") or search.get("initial_points", cfg.initial_points)
     )
     cfg.screen = args.screen or smoke.get("screen") or cfg.screen
-    cfg.confirm, cfg.confirm_seeds = args.confirm, args.confirm_seeds
+    cfg.confirm, cfg.confirm_seeds, cfg.confirm_margin = args.confirm, args.confirm_seeds, args.confirm_margin
     epochs = args.epochs or smoke.get("epochs") or (needed if args.schedule else None)
     cfg.finetune_overrides = {"epochs": epochs} if epochs else {}
     if args.lr is not None:

@@ -113,6 +113,7 @@ def _cases(f: dict[str, Path], tmp: Path) -> list[tuple[str, list[str], str]]:
         ("confirmation of every trial", [*fp, "--num-samples", "4", "--confirm", "4", "--confirm-seeds", "1"],
          "--confirm 4"),
         ("confirmation without repeats", [*fp, "--confirm-seeds", "0"], "--confirm-seeds"),
+        ("confirmation with a negative margin", [*fp, "--confirm-margin", "-1"], "--confirm-margin"),
         ("confirmation of a fixed schedule", ["--schedule", str(f["recipe.yaml"]), "--confirm", "2"], "--confirm 2"),
         ("sieve where no architecture is fixed", ["--space", "fine_grained_agp", "--searcher", "sieve"], "sieve"),
         ("sieve without the constraint", [*fp, "--searcher", "sieve", "--objective", "combined"], "sieve"),

@@ -6,7 +6,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from edge_tune.confirm import FINISHED, WAIT, Candidate, add_search_run, next_run
+from edge_tune.confirm import FINISHED, MARGIN, WAIT, Candidate, add_search_run, next_run
 from edge_tune.outcome import REPEAT, finite
 from edge_tune.search.state import JsonState
 
@@ -15,12 +15,14 @@ __all__ = ["Confirming"]
 
 class Confirming(JsonState, Searcher):
     """The inner searcher proposes ``search`` trials and learns from them only; then, once all of them have
-    finished, this one proposes up to ``reserve`` repeats of the candidates, ``seeds`` each, best first."""
+    finished, this one proposes up to ``reserve`` repeats of the candidates, ``seeds`` each, the best bet
+    first (``edge_tune.confirm.next_run``); ``margin``: ``--confirm-margin``."""
 
-    def __init__(self, inner: Any, search: int, reserve: int, seeds: int) -> None:
+    def __init__(self, inner: Any, search: int, reserve: int, seeds: int, margin: float = MARGIN) -> None:
         super().__init__(metric=inner.metric, mode=inner.mode)
         self.inner = inner
         self._search_left, self._reserve_left, self.seeds = search, reserve, seeds
+        self.margin = margin
         self._live: dict[str, dict[str, Any]] = {}  # search trials running: their configs
         self._repeats: dict[str, str] = {}  # confirmation trials running: their candidate's key
         self._candidates: dict[str, Candidate] = {}
@@ -45,7 +47,7 @@ class Confirming(JsonState, Searcher):
             self._search_left = 0  # the inner searcher ran out early: confirmation begins
         if self._live:
             return None  # every search result first: the best candidate may still be running
-        chosen = next_run(self.candidates, self.seeds, self._reserve_left)
+        chosen = next_run(self.candidates, self.seeds, self._reserve_left, self.margin)
         if chosen == FINISHED:
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel, a str
         if chosen == WAIT or not isinstance(chosen, Candidate):
@@ -75,7 +77,8 @@ class Confirming(JsonState, Searcher):
         constraint: Any = r.get("constraint")
         if error or not r.get("final") or not r.get("feasible") or not finite(score) or not finite(constraint):
             return
-        add_search_run(self._candidates, config, float(score), float(constraint))
+        speedup: Any = r.get("speedup")
+        add_search_run(self._candidates, config, float(score), float(constraint), float(speedup or "nan"))
 
     def state(self) -> dict[str, Any]:
         return {
@@ -94,4 +97,5 @@ class Confirming(JsonState, Searcher):
         candidates = [Candidate(**c) for c in state["candidates"]]
         for c in candidates:
             c.constraints = [float("nan") if v is None else float(v) for v in c.constraints]
+            c.gain = float("nan") if c.gain is None else float(c.gain)
         self._candidates = {c.key: c for c in candidates}
