@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of the dataset's files (CIFAR pickles, an image folder, IDX files); nothing is downloaded",
     )
     add_normalisation_flags(p)
-    _defaulted(p, "--device", "OpenVINO device: CPU, GPU, NPU, AUTO:...")
+    _defaulted(p, "--device", "OpenVINO device (CPU, GPU, NPU, AUTO:...), or ort:CPU for ONNX Runtime's CPU provider")
     _defaulted(p, "--precision", "OpenVINO inference precision", choices=["f32", "f16", "bf16"])
     _defaulted(p, "--device-threads", "CPU threads (and Ray CPUs) of the device actor", type=int)
     p.add_argument(
@@ -281,6 +281,29 @@ def _check_numbers(args: argparse.Namespace) -> None:
     check_margin(args.confirm_margin)
 
 
+def _check_local_device(device: str, precision: str) -> None:
+    """The device, on this machine: a name its runtime has, at a precision it runs."""
+    from edge_tune.device.engine import ORT_PREFIX
+    from edge_tune.device.runner import check_device_name
+
+    if device.startswith(ORT_PREFIX):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError(f"--device {device}: onnxruntime is not installed here (pip install onnxruntime)") from None
+        if precision != "f32":
+            raise UserError(
+                f"--precision {precision}: ONNX Runtime (--device {device}) runs the model at the precision it was "
+                "exported in, f32; leave --precision out"
+            )
+        devices = [ORT_PREFIX + p.removesuffix("ExecutionProvider") for p in onnxruntime.get_available_providers()]
+        check_device_name(device, devices, f"ONNX Runtime {onnxruntime.__version__}")
+        return
+    import openvino
+
+    check_device_name(device, list(openvino.Core().available_devices), openvino.get_version())
+
+
 def _interpreter(path: str) -> None:
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise UserError(f"--device-python {path}: no executable file there; give the path of a Python interpreter")
@@ -359,11 +382,13 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.device_python and local:
         _interpreter(args.device_python)  # on a cluster it lives on the edge host, not here
     elif local:  # the device is this machine's: its name is checked now, not after Ray has started
-        import openvino
-
-        from edge_tune.device.runner import check_device_name
-
-        check_device_name(args.device, list(openvino.Core().available_devices), openvino.get_version())
+        _check_local_device(args.device, args.precision)
+    if args.device.startswith("ort:") and space.schedule.get("quantizers"):
+        what = f"--schedule {space.path}" if args.schedule else f"--space {space.path}"
+        raise UserError(
+            f"--device {args.device}: {what} quantizes to INT8 with NNCF, whose model is OpenVINO IR, which ONNX "
+            "Runtime does not read; measure it on an OpenVINO device (--device CPU) or drop schedule.quantizers"
+        )
     cfg.device = DeviceConfig(
         device=args.device,
         precision=args.precision,

@@ -116,13 +116,16 @@ def test_a_profile_differences_the_running_means_of_fresh_compiles_interleaved()
         assert profile.layers_share == pytest.approx(1 / 1.05, abs=0.02)
 
 
-@pytest.fixture(params=["in-process", "device-python", "device-python-2021.4"])
+@pytest.fixture(params=["in-process", "device-python", "device-python-2021.4", "onnxruntime"])
 def runner(request, resnet20, example, digits):
-    """The same contract whichever engine runs OpenVINO: here, another interpreter, or OpenVINO 2021.4."""
-    python = {"in-process": "", "device-python": "second_python", "device-python-2021.4": "legacy_python"}[
-        request.param
-    ]
+    """The same contract whichever engine runs the model: OpenVINO here, in another interpreter, OpenVINO 2021.4;
+    ONNX Runtime's CPU provider."""
+    python = {"in-process": "", "device-python": "second_python", "device-python-2021.4": "legacy_python"}.get(
+        request.param, ""
+    )
     cfg = replace(FAST, python=request.getfixturevalue(python) if python else "")
+    if request.param == "onnxruntime":
+        cfg = replace(cfg, device="ort:CPU")
     x, y = digits.x_val[:64].numpy(), digits.y_val[:64].numpy()
     runner = DeviceRunner(cfg, to_onnx(resnet20, example), (x, y))
     yield runner
@@ -163,7 +166,7 @@ def test_per_layer_profile_names_pytorch_modules(runner, resnet20, example):
     assert runner.baseline_layers and {lt.module for lt in runner.baseline_layers} >= {lt.module for lt in convs}
 
 
-@pytest.mark.parametrize("engine", ["in-process", "device-python-2021.4"])
+@pytest.mark.parametrize("engine", ["in-process", "device-python-2021.4", "onnxruntime"])
 def test_layer_times_add_up_and_untouched_layers_keep_theirs(engine, request):
     """The default profile (fresh compiles, warm-up, counters differenced, interleaved with the baseline).
 
@@ -174,8 +177,10 @@ def test_layer_times_add_up_and_untouched_layers_keep_theirs(engine, request):
     cfg = replace(
         FAST, profile_repeats=DeviceConfig().profile_repeats, profile_inferences=DeviceConfig().profile_inferences
     )
-    if engine != "in-process":
+    if engine == "device-python-2021.4":
         cfg = replace(cfg, python=request.getfixturevalue("legacy_python"))
+    elif engine == "onnxruntime":
+        cfg = replace(cfg, device="ort:CPU")
     runner = DeviceRunner(cfg, to_onnx(resnet20, example))
     try:
         spec = PrunerSpec("p", "L1RankedStructureParameterPruner", "Filters", 0.5, (r"layer3\.\d\.conv1",))
@@ -277,6 +282,7 @@ ENGINE_PLACES = [
     pytest.param(("2.0", None), id="openvino-in-process"),
     pytest.param(("2.0", "second_python"), id="openvino-another-interpreter"),
     pytest.param(("ie", "legacy_python"), id="openvino-2021.4-another-interpreter"),
+    pytest.param(("ort", None), id="onnxruntime-in-process"),
 ]
 
 
@@ -287,7 +293,7 @@ def engine(request):
     api, python = request.param
     assert api in ENGINES  # every registered engine has a place here
     if python is None:
-        yield open_engine("CPU", "f32", threads=1, api=api)
+        yield open_engine("ort:CPU" if api == "ort" else "CPU", "f32", threads=1, api="" if api == "ort" else api)
         return
     remote = RemoteEngine(request.getfixturevalue(python), "CPU", "f32", threads=1)
     try:
@@ -305,7 +311,8 @@ def test_every_registered_engine_has_a_place_in_the_contract():
 
 def test_engine_contract(engine, resnet20, example, digits):
     about = engine.describe()
-    assert {"runtime", "api", "python", "devices", "device_name"} <= set(about) and "CPU" in about["devices"]
+    assert {"runtime", "api", "python", "devices", "device_name"} <= set(about)
+    assert ("ort:CPU" if about["api"] == "ort" else "CPU") in about["devices"]
     onnx_bytes = to_onnx(resnet20, example)
     model = engine.load(onnx_bytes)
     assert model["input_shape"] == [1, 1, 32, 32] and model["macs"] == count_macs_params(resnet20, example)[0]

@@ -40,6 +40,7 @@ from edge_tune.device.timing import TimingPlan, interleave
 
 __all__ = [
     "ENGINES",
+    "ORT_PREFIX",
     "Engine",
     "ModelError",
     "OpenVINOEngine",
@@ -338,17 +339,28 @@ class OpenVINOEngine(Engine):
         return fusions(compiled)
 
 
-def open_engine(device: str, precision: str, threads: int, api: str = "") -> Engine:
-    """The first registered engine (or the one named by ``api``) whose runtime this interpreter has."""
-    import edge_tune.device.legacy  # noqa: F401  (registers OpenVINO 2021.4's engine)
+ORT_PREFIX = "ort:"  # a device ONNX Runtime drives: ort:CPU (device.ort)
 
+
+def open_engine(device: str, precision: str, threads: int, api: str = "") -> Engine:
+    """ONNX Runtime's engine for an ``ort:`` device; else the first OpenVINO engine (or the one named by
+    ``api``) whose runtime this interpreter has."""
+    # Imported for what they register: OpenVINO 2021.4's engine and ONNX Runtime's.
+    import edge_tune.device.legacy
+    import edge_tune.device.ort  # noqa: F401
+
+    if device.startswith(ORT_PREFIX):
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise ImportError(f"{device}: onnxruntime is not installed in this interpreter (pip install onnxruntime)")
+        return ENGINES["ort"](device, precision, threads)
     if importlib.util.find_spec("openvino") is None:
         raise ImportError("openvino is not installed in this interpreter (pip install openvino)")
-    if api and api not in ENGINES:
-        raise ImportError(f"no engine for the API {api!r}; known: {', '.join(ENGINES)}")
-    for cls in [ENGINES[api]] if api else list(ENGINES.values()):
+    openvino_apis = [a for a in ENGINES if a != "ort"]
+    if api and api not in openvino_apis:
+        raise ImportError(f"no OpenVINO engine for the API {api!r}; known: {', '.join(openvino_apis)}")
+    for cls in [ENGINES[api]] if api else [ENGINES[a] for a in openvino_apis]:
         try:
             return cls(device, precision, threads)
         except ImportError:  # this runtime's API is not in the installed openvino
             continue
-    raise ImportError(f"the installed openvino offers none of the APIs {', '.join(ENGINES)}")
+    raise ImportError(f"the installed openvino offers none of the APIs {', '.join(openvino_apis)}")

@@ -127,12 +127,12 @@ def _layers(rows: list[dict[str, Any]]) -> tuple[LayerTiming, ...]:
 
 
 def check_device_name(device: str, available: list[str], runtime: str) -> None:
-    """``--device`` names a device OpenVINO has here (``GPU.1`` by its family too; AUTO/MULTI/HETERO pass)."""
+    """``--device`` names a device the runtime has here (``GPU.1`` by its family too; AUTO/MULTI/HETERO pass;
+    ``ort:CPU``: an ONNX Runtime execution provider)."""
     family = device.split(":")[0].split(".")[0]
     if family not in ("AUTO", "MULTI", "HETERO") and device not in available and family not in available:
-        raise UserError(
-            f"--device {device}: OpenVINO {runtime} has no such device here; available: {', '.join(available)}"
-        )
+        what = runtime if runtime.startswith("ONNX Runtime") else f"OpenVINO {runtime}"
+        raise UserError(f"--device {device}: {what} has no such device here; available: {', '.join(available)}")
 
 
 class DeviceRunner:
