@@ -108,10 +108,10 @@ def start_ray(cfg: ExperimentConfig, name: str = "") -> Any:
             ) from None
     else:
         loopback_only()
-        cpus = max(os.cpu_count() or 1, cfg.device.threads + cfg.trial_cpus)
+        cpus = max(os.cpu_count() or 1, cfg.device.threads * cfg.device.count + cfg.trial_cpus)
         ctx = ray.init(
             num_cpus=cpus,
-            resources={cfg.device.resource: 1},
+            resources={cfg.device.resource: cfg.device.count},
             namespace="edge_tune",
             include_dashboard=True,
             dashboard_host="127.0.0.1",

@@ -79,6 +79,7 @@ def default(name: str) -> Any:
         "device": DeviceConfig().device,
         "precision": DeviceConfig().precision,
         "device_threads": DeviceConfig().threads,
+        "devices": DeviceConfig().count,
     }
     if name in derived:
         return derived[name]

@@ -178,7 +178,8 @@ def _concurrency(cfg: ExperimentConfig, resources: dict[str, float], gpus: float
     """Trials at once: --max-concurrent, else the CPUs beside the device, and no more than GPUs for them."""
     if cfg.max_concurrent:
         return cfg.max_concurrent
-    concurrent = max(1, (int(resources.get("CPU", 1)) - cfg.device.threads) // cfg.trial_cpus)
+    beside = int(resources.get("CPU", 1)) - cfg.device.threads * cfg.device.count
+    concurrent = max(1, beside // cfg.trial_cpus)
     cluster_gpus = resources.get("GPU", 0)
     return max(1, min(concurrent, int(cluster_gpus // gpus))) if gpus and cluster_gpus else concurrent
 

@@ -182,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     _defaulted(p, "--device", "OpenVINO device (CPU, GPU, NPU, AUTO:...), or ort:CPU for ONNX Runtime's CPU provider")
     _defaulted(p, "--precision", "OpenVINO inference precision", choices=["f32", "f16", "bf16"])
     _defaulted(p, "--device-threads", "CPU threads (and Ray CPUs) of the device actor", type=int)
+    _defaulted(
+        p,
+        "--devices",
+        "devices of the --device kind, one actor each behind one pool: a job goes to whichever is free, each "
+        "measures against its own baseline; locally, this machine's Ray advertises that many, on a cluster "
+        "the edge hosts must",
+        type=int,
+        metavar="N",
+    )
     p.add_argument(
         "--gpus-per-trial",
         default=default("gpus_per_trial"),
@@ -325,6 +334,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "baseline_epochs",
         "initial_points",
         "device_threads",
+        "devices",
         "screen",
         "confirm_seeds",
     ):
@@ -393,6 +403,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         device=args.device,
         precision=args.precision,
         threads=args.device_threads,
+        count=args.devices,
         timing=timing,
         python=args.device_python,
     )

@@ -107,6 +107,7 @@ def _cases(f: dict[str, Path], tmp: Path) -> list[tuple[str, list[str], str]]:
         # flags: values that parse but make no sense
         ("no trials", [*fp, "--num-samples", "0"], "--num-samples"),
         ("no concurrency", [*fp, "--max-concurrent", "0"], "--max-concurrent"),
+        ("no devices", [*fp, "--devices", "0"], "--devices"),
         ("no fine-tuning epochs", [*fp, "--epochs", "0"], "--epochs"),
         ("nothing to screen", [*fp, "--searcher", "sieve", "--screen", "0"], "--screen"),
         ("confirmation in part-candidates", [*fp, "--num-samples", "8", "--confirm", "3"], "--confirm-seeds"),

@@ -33,8 +33,8 @@ def ray_local():
     os.environ["RAY_metrics_report_interval_ms"] = "1000"  # export metrics every second, not every ten
     port = _free_port()
     ctx = ray.init(
-        num_cpus=3,
-        resources={"edge_device": 1, "spare_device": 1, "remote_device": 1},
+        num_cpus=5,
+        resources={"edge_device": 1, "spare_device": 1, "remote_device": 1, "pool_device": 2},
         include_dashboard=True,  # as edge_tune.run starts it
         dashboard_host="127.0.0.1",
         _metrics_export_port=port,
@@ -121,6 +121,50 @@ def test_a_device_server_killed_mid_benchmark_restarts_the_actor_and_retries(ray
         assert after["pid"] != before["pid"] and after["server_pid"] != before["server_pid"]
     finally:
         _discard(remote, cfg.actor_name)
+
+
+def test_a_pool_sends_each_job_to_a_free_device_and_goes_on_without_one_it_lost(ray_local, actor, digits):
+    """--devices 2: two EdgeDevice actors, each with its own baseline, behind one pool actor."""
+    from dataclasses import replace
+
+    import torch
+
+    from edge_tune.compression import PrunerSpec, apply_pruners
+    from edge_tune.device import get_device
+    from edge_tune.device.actor import _discard
+    from edge_tune.models import create_model
+
+    ray, _ = ray_local
+    _, onnx_bytes, _ = actor
+    example = torch.zeros(1, 1, 32, 32)
+    models = []
+    for ratio in (0.25, 0.5, 0.75, 0.9):  # four architectures: no cache hit among them
+        model = create_model("resnet20", num_classes=10, in_channels=1).eval()
+        spec = PrunerSpec("p", "L1RankedStructureParameterPruner", "Filters", ratio, (r"layer2\.\d\.conv1",))
+        apply_pruners(model, [spec], example)
+        models.append(to_onnx(model, example))
+    cfg = replace(SLOW, actor_name="pool", resource="pool_device", count=2)
+    pool = start_device(cfg, onnx_bytes, (digits.x_val[:32].numpy(), digits.y_val[:32].numpy()))
+    try:
+        first = ray.get([pool.benchmark.remote(m, False) for m in models[:2]], timeout=120)
+        info = ray.get(pool.info.remote())
+        assert info["pool"]["jobs"] == {"pool/0": 1, "pool/1": 1}  # both free: one job each
+        assert all(r.rounds >= 5 and r.speedup > 0 and not r.cached for r in first)
+        again = ray.get(pool.benchmark.remote(models[0], False))  # the cache is the pool's: no device is asked
+        assert again.cached and again.speedup == first[0].speedup
+        assert ray.get(pool.info.remote())["pool"]["jobs"] == {"pool/0": 1, "pool/1": 1}
+        ray.kill(get_device("pool/0"), no_restart=True)  # lost for good: Ray will not bring it back
+        rest = ray.get([pool.benchmark.remote(m, False) for m in models[2:]], timeout=120)
+        assert all(r.rounds >= 5 and not r.cached for r in rest)  # both jobs done, on the device left
+        info = ray.get(pool.info.remote())
+        assert info["pool"]["down"] == ["pool/0"] and info["pool"]["jobs"]["pool/1"] == 3
+        assert ray.get(pool.evaluate.remote(onnx_bytes)).images == 32
+    finally:
+        for name in ("pool/0", "pool/1", "pool"):
+            try:
+                _discard(get_device(name), name)
+            except ValueError:
+                pass
 
 
 def test_metrics_reach_the_metrics_endpoint(ray_local, actor):

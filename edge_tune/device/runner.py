@@ -64,6 +64,7 @@ class DeviceConfig:
     threads: int = 1  # INFERENCE_NUM_THREADS on CPU; also the CPUs the actor reserves
     resource: str = "edge_device"  # custom Ray resource the actor owns
     actor_name: str = "edge_device"  # the actor's name in Ray: one per physical device
+    count: int = 1  # --devices: devices of this kind, one actor each, behind one pool of this name (device.actor)
     timing: TimingPlan = field(default_factory=TimingPlan)  # warm-up, rounds, stopping rule
     profile_repeats: int = 5  # fresh compiles profiled, candidate and baseline alike (device.profile)
     profile_inferences: int = 40  # profiled inferences of each model per repeat, candidate and baseline alternating
