@@ -13,15 +13,22 @@ A candidate *holds* when every run finished and the mean of its judged
 top-1s (its search run's and its repeats') clears the threshold by a margin:
 ``--confirm-margin`` standard errors of that mean. A mean that clears the
 threshold by less than its own noise would, fine-tuned again, fall under it
-about half the time. The seed noise (``noise_sd``) is the pooled spread of
-the runs of every candidate run more than once, shrunk towards
-``PRIOR_SD`` with the weight of ``PRIOR_DOF`` runs, so the first candidate is
-not judged on two degrees of freedom alone. The search run counts in it; it
-was chosen for scoring well, so it widens the spread: on the safe side.
+about half the time. The standard error comes from the candidate's own runs
+(``Candidate.sd``), their spread shrunk towards ``PRIOR_SD`` with the weight
+of ``PRIOR_DOF`` runs, so three runs that happen to agree do not make a
+narrow bound. Its own runs only: with a spread pooled over candidates, a
+candidate that failed could hold later, once other candidates' runs had
+narrowed the pool (measured: a sweep's 1.73x pick failed, then held after
+the next candidate's two runs agreed, and fell 0.17 points under the
+threshold over five runs). A decision, once its runs are in, stands. The
+search run counts in the spread; it was chosen for scoring well, so it
+widens the spread: on the safe side.
 
 Which candidate next: the one with the highest ``P(hold) * ln(speed-up)``,
-where ``P(hold)`` is the chance, under that noise, that its runs to come
-leave a mean that holds (``hold_chance``). The fastest single run is often
+where ``P(hold)`` is the chance that its runs to come leave a mean that
+holds (``hold_chance``), under the seed noise pooled over every candidate
+run more than once (``noise_sd``, also reported): the order may use all
+that is known, since it decides nothing. The fastest single run is often
 the luckiest; a slightly slower candidate far above the threshold is the
 better bet. Once a candidate holds, no other is started; with nothing still
 running it ends the search and is the pick, and the budget left over is not
@@ -93,16 +100,21 @@ class Candidate:
     def decided(self, seeds: int) -> bool:
         return self.issued >= seeds and self.runs_out() == 0
 
-    def lower(self, margin: float, sd: float) -> float:
+    def sd(self) -> float:
+        """Seed noise of one run, points: the spread of its own finished runs, shrunk towards ``PRIOR_SD``
+        with the weight of ``PRIOR_DOF`` runs."""
+        return noise_sd([self])
+
+    def lower(self, margin: float) -> float:
         """The mean of its constraints less ``margin`` standard errors; NaN when a run has no result."""
         values = self.constraints
         if not values or not all(finite(v) for v in values):
             return math.nan
-        return sum(values) / len(values) - margin * sd / math.sqrt(len(values))
+        return sum(values) / len(values) - margin * self.sd() / math.sqrt(len(values))
 
-    def holds(self, margin: float = 0.0, sd: float = 0.0) -> bool:
+    def holds(self, margin: float = 0.0) -> bool:
         """Every run finished and the mean clears the threshold by ``margin`` standard errors."""
-        return self.lower(margin, sd) >= 0
+        return self.lower(margin) >= 0
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -125,7 +137,7 @@ def add_search_run(
 
 
 def noise_sd(candidates: list[Candidate]) -> float:
-    """Seed noise of a fine-tuned top-1, points: the pooled spread of every candidate's finished runs,
+    """Seed noise of a fine-tuned top-1, points: the pooled spread of the candidates' finished runs,
     shrunk towards ``PRIOR_SD`` with the weight of ``PRIOR_DOF`` runs."""
     squares, dof = PRIOR_DOF * PRIOR_SD**2, PRIOR_DOF
     for c in candidates:
@@ -145,7 +157,7 @@ def hold_chance(c: Candidate, seeds: int, margin: float, sd: float) -> float:
     n = len(c.constraints)
     k = max(0, c.search_runs + seeds - n)  # runs still to come, started or not
     if k == 0:
-        return float(c.holds(margin, sd))
+        return float(c.holds(margin))
     total = n + k
     mean = sum(c.constraints) / n
     # Holds iff the k runs to come sum to at least margin*sd*sqrt(total) - n*mean; that sum is normal
@@ -164,23 +176,22 @@ def next_run(candidates: list[Candidate], seeds: int, budget_left: int, margin: 
     """
     if budget_left <= 0:
         return FINISHED
-    sd = noise_sd(candidates)
     out = any(c.runs_out() for c in candidates)
-    if any(c.decided(seeds) and c.holds(margin, sd) for c in candidates):
+    if any(c.decided(seeds) and c.holds(margin) for c in candidates):
         return WAIT if out else FINISHED  # what is still out may hold as well, and be faster
     begun = [c for c in candidates if 0 < c.issued < seeds]
     if begun:
         return begun[0]
     fresh = [c for c in candidates if c.issued == 0]
     if fresh:
+        sd = noise_sd(candidates)
         return max(fresh, key=lambda c: (hold_chance(c, seeds, margin, sd) * c.value, c.score))
     return WAIT if out else FINISHED
 
 
 def held(candidates: list[Candidate], seeds: int, margin: float = MARGIN) -> list[Candidate]:
     """The candidates whose runs are all in and hold, fastest first."""
-    sd = noise_sd(candidates)
-    return sorted((c for c in candidates if c.decided(seeds) and c.holds(margin, sd)), key=lambda c: -c.value)
+    return sorted((c for c in candidates if c.decided(seeds) and c.holds(margin)), key=lambda c: -c.value)
 
 
 def candidates_from_rows(rows: list[TrialRow]) -> tuple[list[Candidate], int]:
@@ -208,7 +219,8 @@ def _constraint(r: TrialRow) -> float:
 def annotate(rows: list[TrialRow], seeds: int, margin: float = MARGIN) -> tuple[list[Candidate], int, float]:
     """Mark the rows of every candidate that was repeated: ``runs`` (judged top-1 of each run, in order),
     ``top1_lower`` (their mean less the margin) and ``held``, which then decides their feasibility.
-    Returns the candidates, best single-run score first, the confirmation runs done, and the seed noise."""
+    Returns the candidates, best single-run score first, the confirmation runs done, and the seed noise
+    pooled over them (for the record: each candidate is judged on its own runs)."""
     candidates, done = candidates_from_rows(rows)
     sd = noise_sd(candidates)
     by_key = {c.key: c for c in candidates if c.issued}
@@ -219,8 +231,8 @@ def annotate(rows: list[TrialRow], seeds: int, margin: float = MARGIN) -> tuple[
         threshold = r.outcome.top1_judged - r.outcome.constraint if r.status == "ok" else math.nan
         if finite(threshold):
             r.runs = tuple(v + threshold for v in c.constraints)
-            r.top1_lower = c.lower(margin, sd) + threshold
-        r.held = c.decided(seeds) and c.holds(margin, sd) if c.issued >= seeds else None
+            r.top1_lower = c.lower(margin) + threshold
+        r.held = c.decided(seeds) and c.holds(margin) if c.issued >= seeds else None
     return candidates, done, sd
 
 

@@ -240,7 +240,7 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
         "gpus_per_trial": ctx.gpus,
     }
     experiment["confirm"]["repeats_run"] = repeats  # fewer than kept back when a candidate held early
-    experiment["confirm"]["noise_sd"] = noise  # top-1 points, pooled over the candidates' runs (edge_tune.confirm)
+    experiment["confirm"]["noise_sd"] = noise  # top-1 points, pooled over the candidates' runs: for the record
     wandb = (cfg.wandb_project, wandb_mode)
     return finish(p.out_dir, rows, experiment, base.actor, p.objective, list(space.params), wandb)
 

@@ -149,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     _defaulted(
         p,
         "--confirm-margin",
-        "standard errors of its mean top-1 (seed noise pooled over the candidates' runs) a candidate must "
-        "clear the threshold by to hold; 0: the mean alone",
+        "standard errors of its mean top-1 (from the spread of its own runs, shrunk towards 0.5 points) a "
+        "candidate must clear the threshold by to hold; 0: the mean alone",
         type=float,
         metavar="SE",
     )
