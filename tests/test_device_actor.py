@@ -203,6 +203,12 @@ def test_a_resource_no_node_has_is_a_user_error(ray_local, actor):
         start_device(DeviceConfig(actor_name="other", resource="ncs2"), onnx_bytes, None)
 
 
+def test_more_devices_than_the_cluster_advertises_is_a_user_error(ray_local, actor):
+    _, onnx_bytes, _ = actor
+    with pytest.raises(UserError, match=r"--devices 3: this Ray cluster advertises 2 unit\(s\) of 'pool_device'"):
+        start_device(DeviceConfig(actor_name="three", resource="pool_device", count=3), onnx_bytes, None)
+
+
 def test_a_taken_device_times_out_with_a_user_error(ray_local, actor):
     _, onnx_bytes, _ = actor  # the module's actor holds "edge_device"
     with pytest.raises(UserError, match="is taken"):
