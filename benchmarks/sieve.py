@@ -50,7 +50,6 @@ RESULTS = OUT / "sieve.json"
 SPACE = "filter_prune_blocks"
 JUDGE_SEEDS = (100, 200)  # added to the search's seed for the two extra fine-tunes of its pick
 CONFIRM_SEEDS = 2  # --confirm: repeats of each candidate, with seed + 1000 and + 2000 (edge_tune.confirm)
-MARGIN = 1.0  # --confirm-margin: the tool's default (edge_tune.confirm.MARGIN)
 
 
 def load(dataset: str, subset: int) -> tuple[Any, Any]:
@@ -298,6 +297,8 @@ def summary(runs: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     import torch
+
+    from edge_tune.confirm import MARGIN
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=["digits", "fashion-mnist"])

@@ -293,6 +293,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
 def _check_local_device(device: str, precision: str) -> None:
     """The device, on this machine: a name its runtime has, at a precision it runs."""
     from edge_tune.device.engine import ORT_PREFIX
+    from edge_tune.device.ort import available_devices
     from edge_tune.device.runner import check_device_name
 
     if device.startswith(ORT_PREFIX):
@@ -305,8 +306,7 @@ def _check_local_device(device: str, precision: str) -> None:
                 f"--precision {precision}: ONNX Runtime (--device {device}) runs the model at the precision it was "
                 "exported in, f32; leave --precision out"
             )
-        devices = [ORT_PREFIX + p.removesuffix("ExecutionProvider") for p in onnxruntime.get_available_providers()]
-        check_device_name(device, devices, f"ONNX Runtime {onnxruntime.__version__}")
+        check_device_name(device, available_devices(onnxruntime), f"ONNX Runtime {onnxruntime.__version__}")
         return
     import openvino
 
@@ -324,6 +324,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from edge_tune.config import ExperimentConfig
     from edge_tune.data import parse_input_size
     from edge_tune.device import DeviceConfig, TimingPlan
+    from edge_tune.device.engine import ORT_PREFIX
     from edge_tune.space import find_space, schedule_space
     from edge_tune.tool_flags import normalisation_from_flags
 
@@ -393,7 +394,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         _interpreter(args.device_python)  # on a cluster it lives on the edge host, not here
     elif local:  # the device is this machine's: its name is checked now, not after Ray has started
         _check_local_device(args.device, args.precision)
-    if args.device.startswith("ort:") and space.schedule.get("quantizers"):
+    if args.device.startswith(ORT_PREFIX) and space.schedule.get("quantizers"):
         what = f"--schedule {space.path}" if args.schedule else f"--space {space.path}"
         raise UserError(
             f"--device {args.device}: {what} quantizes to INT8 with NNCF, whose model is OpenVINO IR, which ONNX "

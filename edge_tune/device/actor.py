@@ -222,11 +222,11 @@ class DevicePool:
     async def benchmark(self, onnx_bytes: bytes, profile: bool = True) -> LatencyResult:
         from dataclasses import replace
 
-        from edge_tune.device.runner import model_structure
+        from edge_tune.device.runner import cache_serves, model_structure
 
         key = model_structure(onnx_bytes)
         hit = self._cache.get(key)
-        if hit is not None and (hit.layers or not profile):
+        if hit is not None and cache_serves(hit, profile):
             self._hits += 1
             return replace(hit, cached=True)
         result: LatencyResult = await self._run("benchmark", "benchmark", onnx_bytes, profile)

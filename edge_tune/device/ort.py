@@ -40,7 +40,7 @@ from edge_tune.device.engine import IR_MAGIC, Engine, register_engine
 from edge_tune.device.engine import ORT_PREFIX as PREFIX
 from edge_tune.device.profile import Counters, Profiler
 
-__all__ = ["PREFIX", "OrtEngine", "provider_of"]
+__all__ = ["PREFIX", "OrtEngine", "available_devices", "provider_of"]
 
 SUFFIX = "ExecutionProvider"
 ELEMENTWISE = ("Relu", "Clip", "Add", "Sum", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "BatchNormalization")
@@ -55,6 +55,11 @@ def provider_of(device: str) -> str:
 
 def _device_of(provider: str) -> str:
     return PREFIX + (provider[: -len(SUFFIX)] if provider.endswith(SUFFIX) else provider)
+
+
+def available_devices(onnxruntime: Any) -> list[str]:
+    """The ``ort:`` device of every execution provider this onnxruntime build has."""
+    return [_device_of(p) for p in onnxruntime.get_available_providers()]
 
 
 class _Graph:
@@ -255,7 +260,7 @@ class OrtEngine(Engine):
         return "ONNX Runtime " + str(self._ort.__version__)
 
     def _devices(self) -> list[str]:
-        return [_device_of(p) for p in self._ort.get_available_providers()]
+        return available_devices(self._ort)
 
     def _full_name(self) -> str:
         cpu = platform.processor() or platform.machine()

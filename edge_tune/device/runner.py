@@ -112,6 +112,11 @@ class DeviceAccuracy:
     images: int
 
 
+def cache_serves(hit: LatencyResult, profile: bool) -> bool:
+    """Whether a cached measurement answers a request: one without a profile answers only a request for none."""
+    return bool(hit.layers) or not profile
+
+
 def model_structure(blob: bytes) -> str:
     """The latency cache's key: the ONNX graph's structure, or an IR's XML (its weights live in the bin)."""
     ir = unpack_ir(blob)
@@ -233,7 +238,7 @@ class DeviceRunner:
         try:
             key = model_structure(onnx_bytes)
             hit = self._latency_cache.get(key) if self.cfg.cache else None
-            if hit is not None and (hit.layers or not profile):
+            if hit is not None and cache_serves(hit, profile):
                 self.stats["cache_hits"] += 1
                 return replace(hit, cached=True)
             m = self.engine.measure(model["handle"], asdict(self.cfg.timing), self._profile_plan() if profile else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ray.tune.search import Searcher
@@ -78,7 +79,9 @@ class Confirming(JsonState, Searcher):
         if error or not r.get("final") or not r.get("feasible") or not finite(score) or not finite(constraint):
             return
         speedup: Any = r.get("speedup")
-        add_search_run(self._candidates, config, float(score), float(constraint), float(speedup or "nan"))
+        add_search_run(
+            self._candidates, config, float(score), float(constraint), float(speedup) if finite(speedup) else math.nan
+        )
 
     def state(self) -> dict[str, Any]:
         return {
