@@ -11,7 +11,7 @@ from edge_tune.config import ExperimentConfig
 from edge_tune.errors import UserError
 from edge_tune.progress import log
 
-__all__ = ["check_address", "loopback_only", "ray_address", "start_ray", "trial_gpus"]
+__all__ = ["check_address", "device_cpus", "loopback_only", "ray_address", "start_ray", "trial_gpus"]
 
 
 def trial_gpus(flag: str, cluster: dict[str, float], joined: bool) -> float:
@@ -35,6 +35,11 @@ def trial_gpus(flag: str, cluster: dict[str, float], joined: bool) -> float:
             "use --gpus-per-trial 0 (or auto), or join a cluster with GPUs with --address"
         )
     return gpus
+
+
+def device_cpus(cfg: ExperimentConfig) -> int:
+    """CPUs the device actors reserve: each device of the target kind, and each other kind's."""
+    return cfg.device.threads * cfg.device.count + sum(d.threads * d.count for d in cfg.also_devices)
 
 
 def ray_address(cfg: ExperimentConfig) -> str | None:
@@ -108,10 +113,15 @@ def start_ray(cfg: ExperimentConfig, name: str = "") -> Any:
             ) from None
     else:
         loopback_only()
-        cpus = max(os.cpu_count() or 1, cfg.device.threads * cfg.device.count + cfg.trial_cpus)
+        cpus = max(os.cpu_count() or 1, device_cpus(cfg) + cfg.trial_cpus)
+        # This machine is every device: one unit of each kind's resource per device (edge_tune.kinds).
+        devices: dict[str, float] = {
+            cfg.device.resource: cfg.device.count,
+            **{d.resource: d.count for d in cfg.also_devices},
+        }
         ctx = ray.init(
             num_cpus=cpus,
-            resources={cfg.device.resource: cfg.device.count},
+            resources=devices,
             namespace="edge_tune",
             include_dashboard=True,
             dashboard_host="127.0.0.1",

@@ -53,7 +53,9 @@ class ExperimentConfig:
     baseline: TrainConfig = field(default_factory=TrainConfig)  # baseline training recipe
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=0.01))  # under the space's
     finetune_overrides: dict[str, Any] = field(default_factory=dict)  # flags; over the space's finetune section
-    device: DeviceConfig = field(default_factory=DeviceConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)  # the target kind (--device)
+    also_devices: list[DeviceConfig] = field(default_factory=list)  # --also-device: other kinds, measured too
+    speedup_of: str = "target"  # the speed-up the search optimises: target | worst | geomean (edge_tune.kinds)
     trial_cpus: int = 1  # CPUs (torch threads) per trial
     gpus_per_trial: str = "auto"  # GPUs per trial: a number, or auto (1 when the cluster has GPUs, else 0)
     measure_after_finetune: bool = False  # benchmark after fine-tuning instead of during it (slower)

@@ -13,7 +13,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +21,18 @@ import torch
 
 from edge_tune import signals
 from edge_tune.baseline import Baseline, describe, load_baseline
-from edge_tune.cluster import ray_address, start_ray, trial_gpus
+from edge_tune.cluster import device_cpus, ray_address, start_ray, trial_gpus
 from edge_tune.compression import count_macs_params
 from edge_tune.config import RUN_FILE, ExperimentConfig
 from edge_tune.confirm import FINISHED, SEED_STRIDE, annotate, candidates_from_rows, next_run, resolve_reserve
 from edge_tune.contract import fit_data_to_model
 from edge_tune.data import Chunks, Dataset, load_dataset
-from edge_tune.device import DeviceAccuracy, LatencyResult, start_device
+from edge_tune.device import DeviceAccuracy, DeviceConfig, LatencyResult, start_device
 from edge_tune.early_stop import make_early_stopping
 from edge_tune.errored import errored_callback
 from edge_tune.errors import UserError
 from edge_tune.finish import finish
+from edge_tune.kinds import combine, resource_for
 from edge_tune.objective import Objective, check_reachable, parse_threshold
 from edge_tune.outcome import TrialRow
 from edge_tune.progress import await_device, log, progress_callback
@@ -98,6 +99,20 @@ class OnDevice:
     accuracy: DeviceAccuracy
     macs: int  # for one image, PyTorch
     params: int
+    also: dict[str, OnDevice] = field(default_factory=dict)  # --also-device: each other kind's, by kind
+
+
+def _start_kind(p: Prepared, cfg: DeviceConfig, onnx: bytes) -> tuple[Any, LatencyResult, DeviceAccuracy]:
+    import ray
+
+    device = start_device(cfg, onnx, Chunks(p.data.val))
+    latency = await_device(device.benchmark.remote(onnx), f"baseline benchmark on {cfg.device}", cfg, p.cfg.quiet)
+    accuracy = ray.get(device.evaluate.remote(onnx))
+    log(
+        f"device {cfg.device} ({latency.precision}, {cfg.threads} thread(s)): baseline "
+        f"{latency.latency_ms_p50:.3f} ms p50, top1 on device {accuracy.top1:.2f}%"
+    )
+    return device, latency, accuracy
 
 
 def run_experiment(cfg: ExperimentConfig) -> int:
@@ -140,15 +155,21 @@ def _measure_baseline(p: Prepared, ray: Any) -> OnDevice:
     example = torch.zeros(1, *p.data.input_shape)
     onnx = verify_and_export(model, example)
     macs, params = count_macs_params(model, example)
-    device = start_device(p.cfg.device, onnx, Chunks(p.data.val))
-    latency = await_device(device.benchmark.remote(onnx), "baseline benchmark", p.cfg.device, p.cfg.quiet)
-    accuracy = ray.get(device.evaluate.remote(onnx))
-    log(
-        f"device {p.cfg.device.device} ({latency.precision}, {p.cfg.device.threads} thread(s)): baseline "
-        f"{latency.latency_ms_p50:.3f} ms p50, top1 on device {accuracy.top1:.2f}%; "
-        f"threshold {p.objective.threshold:.2f}% top-1"
-    )
-    return OnDevice(device, latency, accuracy, macs, params)
+    p.cfg.device = resource_for(p.cfg.device, ray.cluster_resources())  # a node may advertise the kind's own
+    base = OnDevice(*_start_kind(p, p.cfg.device, onnx), macs, params)
+    for cfg in p.cfg.also_devices:
+        base.also[cfg.device] = OnDevice(*_start_kind(p, cfg, onnx), macs, params)
+    log(f"threshold {p.objective.threshold:.2f}% top-1" + _speedup_of(p.cfg))
+    return base
+
+
+def _speedup_of(cfg: ExperimentConfig) -> str:
+    if not cfg.also_devices:
+        return ""
+    kinds = ", ".join([cfg.device.device, *(d.device for d in cfg.also_devices)])
+    if cfg.speedup_of == "target":
+        return f"; every candidate measured on {kinds}, the search optimising {cfg.device.device}'s speed-up"
+    return f"; every candidate measured on {kinds}, the search optimising the {cfg.speedup_of} speed-up"
 
 
 def _trial_context(p: Prepared, base: OnDevice, resources: dict[str, float]) -> TrialContext:
@@ -171,6 +192,9 @@ def _trial_context(p: Prepared, base: OnDevice, resources: dict[str, float]) -> 
         normalisation=(cfg.mean, cfg.std),
         truncate_lr=cfg.truncate_lr,
         experiment_dir=p.out_dir,
+        target_kind=cfg.device.device,
+        also_devices=tuple((d.device, d.actor_name) for d in cfg.also_devices),
+        speedup_of=cfg.speedup_of,
     )
 
 
@@ -178,7 +202,7 @@ def _concurrency(cfg: ExperimentConfig, resources: dict[str, float], gpus: float
     """Trials at once: --max-concurrent, else the CPUs beside the device, and no more than GPUs for them."""
     if cfg.max_concurrent:
         return cfg.max_concurrent
-    beside = int(resources.get("CPU", 1)) - cfg.device.threads * cfg.device.count
+    beside = int(resources.get("CPU", 1)) - device_cpus(cfg)
     concurrent = max(1, beside // cfg.trial_cpus)
     cluster_gpus = resources.get("GPU", 0)
     return max(1, min(concurrent, int(cluster_gpus // gpus))) if gpus and cluster_gpus else concurrent
@@ -202,9 +226,12 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
         if reserve:
             searcher = Confirming(searcher, search, reserve, cfg.confirm_seeds, cfg.confirm_margin)
         if cfg.searcher == "sieve":  # also after --resume: the restored searcher finds it here
+            actors = {cfg.device.device: base.actor, **{k: kind.actor for k, kind in base.also.items()}}
 
             def measure(blob: bytes) -> LatencyResult:
-                return ray.get(base.actor.benchmark.remote(blob, False))  # type: ignore[no-any-return]
+                refs = {k: actor.benchmark.remote(blob, False) for k, actor in actors.items()}
+                measured = dict(zip(refs, ray.get(list(refs.values())), strict=True))
+                return combine(measured, cfg.device.device, cfg.speedup_of)
 
             use_screen(DeviceScreen(space, p.baseline, p.data, measure, p.objective.threshold))
     tuner = _build_tuner(cfg, ctx, searcher, scheduler, concurrent, p.name, wandb_mode)
@@ -286,6 +313,18 @@ def _summary(p: Prepared, base: OnDevice) -> dict[str, Any]:
         },
         "device": asdict(cfg.device),
         "precision": base.latency.precision,
+        "also_devices": [asdict(d) for d in cfg.also_devices],
+        "speedup_of": cfg.speedup_of,
+        # Every kind's own baseline (the target's too), with several kinds: edge_tune.kinds
+        "kinds": {
+            k: {
+                "latency_ms": kind.latency.latency_ms_p50,
+                "latency_ms_p90": kind.latency.latency_ms_p90,
+                "precision": kind.latency.precision,
+                "top1_device": kind.accuracy.top1,
+            }
+            for k, kind in ({cfg.device.device: base, **base.also} if base.also else {}).items()
+        },
         # Filled-in values only: a searched one (``${lr}``) is each trial's, in best.json and results.json.
         "finetune": {**asdict(p.finetune), **_fixed_finetune(p.space), **cfg.finetune_overrides},
         "finetune_searched": [k for k in p.space.searched_finetune() if k not in cfg.finetune_overrides],

@@ -110,4 +110,13 @@ def verdict(
         f"best feasible: {best.trial_id} {measured}"
         + (_unconfirmed(rows, best) if confirming and not best.runs else "")
     )
+    if o.kinds:  # --also-device: the speed-up above is --speedup-of's; each kind's own
+        log(
+            "  on each kind: "
+            + "; ".join(
+                f"{kind} {v['speedup']:.3f}x ({v['latency_ms']:.3f} ms against {v['baseline_latency_ms']:.3f} ms, "
+                f"top1 {v['top1_device']:.2f}%)"
+                for kind, v in o.kinds.items()
+            )
+        )
     return EXIT_OK

@@ -53,10 +53,10 @@ class TrialOutcome:
     loss: float = NAN  # mean training loss of the last epoch
     top1: float = NAN  # %, PyTorch, validation split
     top5: float = NAN  # %
-    top1_device: float = NAN  # %, the compiled model on the device
+    top1_device: float = NAN  # %, the compiled model on the device (the lowest over the kinds, with several)
     top5_device: float = NAN  # %
     device_gap_flag: bool = False  # PyTorch and device top-1 more than DEVICE_GAP_POINTS apart
-    speedup: float = NAN  # baseline latency / this model's, median of interleaved per-round ratios
+    speedup: float = NAN  # baseline latency / this model's, median of interleaved per-round ratios (--speedup-of)
     speedup_ci_low: float = NAN  # 95% CI of the speed-up
     speedup_ci_high: float = NAN
     speedup_cv: float = NAN  # coefficient of variation of the per-round ratios
@@ -77,6 +77,8 @@ class TrialOutcome:
     zeros: int = 0  # parameters held at zero by fine-grained or row masks
     int8: bool = False  # the device ran an INT8 model
     channels: dict[str, int] = field(default_factory=dict)  # first layer of each pruned group -> channels left
+    # --also-device: each kind's own speed-up, interval, p50s and top-1 (edge_tune.kinds); {} with one kind
+    kinds: dict[str, dict[str, float]] = field(default_factory=dict)
     feasible: bool = False  # judged top-1 at or above the threshold
     constraint: float = NAN  # judged top-1 - threshold, points; feasible when >= 0
     score: float = NAN  # the objective (objective.py); NaN until latency is known

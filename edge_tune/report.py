@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_tune.errors import UserError, exit_code
+from edge_tune.kinds import kind_slug
 from edge_tune.layers import LayerComparison, read_comparison
 from edge_tune.outcome import TrialOutcome, TrialRow, finite
 from edge_tune.results import describe_runs, pareto_front, read_results
@@ -188,9 +189,11 @@ def _cell(key: str, v: Any) -> str:
 
 
 def _table(rows: list[TrialRow]) -> str:
-    """The trial table, best feasible first, as HTML."""
+    """The trial table, best feasible first, as HTML; with several kinds, each kind's speed-up after the rest."""
     params = list(dict.fromkeys(k for r in rows for k in r.config))
+    kinds = list(dict.fromkeys(k for r in rows for k in r.outcome.kinds))
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in TABLE_COLUMNS)
+    head += "".join(f"<th>speed-up × {html.escape(k)}</th>" for k in kinds)
     head += "".join(f"<th>{html.escape(p)}</th>" for p in params) + "<th>error</th>"
 
     def value(r: TrialRow, key: str) -> Any:
@@ -201,6 +204,7 @@ def _table(rows: list[TrialRow]) -> str:
     body = "\n".join(
         f"<tr class='{'feasible' if r.feasible else r.status}'>"
         + "".join(f"<td>{_cell(k, value(r, k))}</td>" for k, _ in TABLE_COLUMNS)
+        + "".join(f"<td>{_cell('speedup', _float(r.outcome.kinds.get(k, {}).get('speedup')))}</td>" for k in kinds)
         + "".join(f"<td>{_cell(p, r.config.get(p))}</td>" for p in params)
         + f"<td>{html.escape(r.error)}</td></tr>"
         for r in rows
@@ -234,6 +238,50 @@ def _verdict(rows: list[TrialRow], best: dict[str, Any], reference_ms: float) ->
     return f"Best feasible trial <b>{tid}</b>: {measured}; its model is in <code>best/</code>."
 
 
+def _kinds_table(rows: list[TrialRow], best: dict[str, Any]) -> str:
+    """--also-device: the chosen trial on every kind, each against its own baseline."""
+    exp = best["experiment"]
+    chosen = next((r for r in rows if r.trial_id == best.get("trial_id")), None)
+    if not exp.get("kinds") or chosen is None or not chosen.outcome.kinds:
+        return ""
+    e = html.escape
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "kind",
+            "speed-up ×",
+            "95% CI",
+            "own p50, ms",
+            "baseline p50 in the same rounds, ms",
+            "top-1 % device",
+            "baseline p50 at the start, ms",
+        )
+    )
+    body = []
+    for kind, v in chosen.outcome.kinds.items():
+        base = exp["kinds"].get(kind, {})
+        cells = (
+            e(kind),
+            _cell("speedup", _float(v.get("speedup"))),
+            f"{_float(v.get('speedup_ci_low')):.3f}–{_float(v.get('speedup_ci_high')):.3f}",
+            _cell("latency_ms", _float(v.get("latency_ms"))),
+            _cell("baseline_latency_ms", _float(v.get("baseline_latency_ms"))),
+            _cell("top1_device", _float(v.get("top1_device"))),
+            _cell("latency_ms", _float(base.get("latency_ms"))),
+        )
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    what = {
+        "target": f"the target's speed-up ({e(exp['device'].get('device', ''))})",
+        "worst": "the worst speed-up over the kinds",
+        "geomean": "the geometric mean of the kinds' speed-ups",
+    }.get(exp.get("speedup_of", "target"), "")
+    return (
+        f"<h2>On every device kind</h2><p>Trial {e(chosen.trial_id)} measured on each kind against that kind's own "
+        f"baseline, interleaved on the same device. The search optimised {what}.</p>"
+        f"<table><tr>{head}</tr>\n" + "\n".join(body) + "</table>"
+    )
+
+
 def write_report(experiment: Path) -> Path:
     """Write ``figures/*.png`` and ``report.html`` in ``experiment``; returns the HTML's path."""
     import matplotlib
@@ -257,6 +305,10 @@ def write_report(experiment: Path) -> Path:
         _layers_figure(layers, best["trial_id"], figures / "layers.png")
         which = "the best feasible trial" if best.get("feasible") else "the trial closest to the threshold (infeasible)"
         shown.append(("layers.png", f"Where the time goes: {which}, {best['trial_id']}, against the baseline."))
+    for table in sorted(experiment.glob("layers_*.csv")) if best.get("trial_id") else []:  # --also-device's
+        kind = next((k for k in exp.get("kinds", {}) if f"layers_{kind_slug(k)}" == table.stem), table.stem)
+        _layers_figure(read_comparison(table), best["trial_id"], figures / f"{table.stem}.png")
+        shown.append((f"{table.stem}.png", f"Where the time goes on {kind}: {best['trial_id']}, against the baseline."))
     figs = "\n".join(
         f"<figure><img src='figures/{name}' alt='{html.escape(text)}'>"
         f"<figcaption>{html.escape(text)}</figcaption></figure>"
@@ -283,6 +335,7 @@ figure {{ margin: 1.5em 0; }} figcaption {{ font-size: 13px; color: #555; }} img
 <h1>edge_tune: {e(experiment.name)}</h1>
 <p>{setup}</p>
 <p>{_verdict(rows, best, reference)}</p>
+{_kinds_table(rows, best)}
 {figs}
 <h2>Trials</h2>
 <p>Best feasible first. Top-1 is judged as the lower of PyTorch and device; speed-up is the baseline's latency over

@@ -26,6 +26,7 @@ import yaml
 from edge_tune.deliverable import write_deliverable
 from edge_tune.device.profile import LayerTiming
 from edge_tune.errors import UserError
+from edge_tune.kinds import kind_columns
 from edge_tune.layers import LayerComparison, compare_layers, read_layers, write_comparison, write_csv
 from edge_tune.outcome import TrialOutcome, TrialRow, finite, json_safe
 
@@ -250,6 +251,8 @@ def _table_row(
         keep = ("trial_id", "status", "feasible", "epoch", "top1", "repeat")
         values = {k: v for k, v in values.items() if k in keep}
     base = {c: values.get(c) for c in columns}
+    if row.status == "ok" and columns is COLUMNS:  # --also-device: each kind's own numbers (edge_tune.kinds)
+        base.update(kind_columns(row.outcome.kinds))
     base.update({f"config/{p}": row.config.get(p) for p in params})
     if row.error:
         base["error"] = row.error
@@ -310,6 +313,11 @@ def write_outputs(
                 base = read_layers(alongside) if alongside.exists() else baseline_layers
                 layers = compare_layers(base, read_layers(chosen.checkpoint / "layers.csv"))
                 write_comparison(out_dir / "layers.csv", layers)
+            for kind_layers in sorted(chosen.checkpoint.glob("layers_*.csv")):  # --also-device: each other kind's
+                alongside = chosen.checkpoint / f"baseline_{kind_layers.name}"
+                if alongside.exists():
+                    compared = compare_layers(read_layers(alongside), read_layers(kind_layers))
+                    write_comparison(out_dir / kind_layers.name, compared)
         summary |= {
             "trial_id": chosen.trial_id,
             "config": chosen.config,

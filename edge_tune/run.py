@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags; every default shown and used is ``config.default``'s."""
     from edge_tune.data import available_datasets
     from edge_tune.early_stop import EARLY_STOPPING
+    from edge_tune.kinds import SPEEDUP_OF
     from edge_tune.search import SEARCHERS
     from edge_tune.tool_flags import add_normalisation_flags
 
@@ -179,7 +180,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of the dataset's files (CIFAR pickles, an image folder, IDX files); nothing is downloaded",
     )
     add_normalisation_flags(p)
-    _defaulted(p, "--device", "OpenVINO device (CPU, GPU, NPU, AUTO:...), or ort:CPU for ONNX Runtime's CPU provider")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="the target device: an OpenVINO device (CPU, GPU, NPU, AUTO:...), or ort:CPU for ONNX Runtime's "
+        f"CPU provider (default: the space file's devices list, else {default('device')})",
+    )
+    p.add_argument(
+        "--also-device",
+        action="append",
+        default=None,
+        metavar="KIND",
+        help="another kind every candidate is measured on, against its own baseline (repeat for more); with "
+        "--device or this flag the space file's devices list is not used",
+    )
+    p.add_argument(
+        "--speedup-of",
+        default=default("speedup_of"),
+        choices=SPEEDUP_OF,
+        help="the speed-up the search optimises when several kinds are measured: the target's, or the worst or "
+        "geometric mean over the kinds (default %(default)s)",
+    )
     _defaulted(p, "--precision", "OpenVINO inference precision", choices=["f32", "f16", "bf16"])
     _defaulted(p, "--device-threads", "CPU threads (and Ray CPUs) of the device actor", type=int)
     _defaulted(
@@ -290,7 +311,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
     check_margin(args.confirm_margin)
 
 
-def _check_local_device(device: str, precision: str) -> None:
+def _check_local_device(device: str, precision: str, flag: str = "--device") -> None:
     """The device, on this machine: a name its runtime has, at a precision it runs."""
     from edge_tune.device.engine import ORT_PREFIX
     from edge_tune.device.ort import available_devices
@@ -300,17 +321,17 @@ def _check_local_device(device: str, precision: str) -> None:
         try:
             import onnxruntime
         except ImportError:
-            raise UserError(f"--device {device}: onnxruntime is not installed here (pip install onnxruntime)") from None
+            raise UserError(f"{flag} {device}: onnxruntime is not installed here (pip install onnxruntime)") from None
         if precision != "f32":
             raise UserError(
-                f"--precision {precision}: ONNX Runtime (--device {device}) runs the model at the precision it was "
+                f"--precision {precision}: ONNX Runtime ({flag} {device}) runs the model at the precision it was "
                 "exported in, f32; leave --precision out"
             )
-        check_device_name(device, available_devices(onnxruntime), f"ONNX Runtime {onnxruntime.__version__}")
+        check_device_name(device, available_devices(onnxruntime), f"ONNX Runtime {onnxruntime.__version__}", flag)
         return
     import openvino
 
-    check_device_name(device, list(openvino.Core().available_devices), openvino.get_version())
+    check_device_name(device, list(openvino.Core().available_devices), openvino.get_version(), flag)
 
 
 def _interpreter(path: str) -> None:
@@ -325,6 +346,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from edge_tune.data import parse_input_size
     from edge_tune.device import DeviceConfig, TimingPlan
     from edge_tune.device.engine import ORT_PREFIX
+    from edge_tune.kinds import check_kinds, kind_config
     from edge_tune.space import find_space, schedule_space
     from edge_tune.tool_flags import normalisation_from_flags
 
@@ -390,24 +412,29 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         from edge_tune.cluster import check_address
 
         check_address(args.address or os.environ["RAY_ADDRESS"])
-    if args.device_python and local:
-        _interpreter(args.device_python)  # on a cluster it lives on the edge host, not here
-    elif local:  # the device is this machine's: its name is checked now, not after Ray has started
-        _check_local_device(args.device, args.precision)
-    if args.device.startswith(ORT_PREFIX) and space.schedule.get("quantizers"):
-        what = f"--schedule {space.path}" if args.schedule else f"--space {space.path}"
-        raise UserError(
-            f"--device {args.device}: {what} quantizes to INT8 with NNCF, whose model is OpenVINO IR, which ONNX "
-            "Runtime does not read; measure it on an OpenVINO device (--device CPU) or drop schedule.quantizers"
-        )
+    target, also = _kinds(args, space)
+    check_kinds(target, also, args.speedup_of)
+    for device, flag in [(target, "--device"), *((d, "--also-device") for d in also)]:
+        if args.device_python and local:
+            _interpreter(args.device_python)  # on a cluster it lives on the edge host, not here
+        elif local:  # the device is this machine's: its name is checked now, not after Ray has started
+            _check_local_device(device, args.precision, flag)
+        if device.startswith(ORT_PREFIX) and space.schedule.get("quantizers"):
+            what = f"--schedule {space.path}" if args.schedule else f"--space {space.path}"
+            raise UserError(
+                f"{flag} {device}: {what} quantizes to INT8 with NNCF, whose model is OpenVINO IR, which ONNX "
+                "Runtime does not read; measure it on OpenVINO devices (--device CPU) or drop schedule.quantizers"
+            )
     cfg.device = DeviceConfig(
-        device=args.device,
+        device=target,
         precision=args.precision,
         threads=args.device_threads,
         count=args.devices,
         timing=timing,
         python=args.device_python,
     )
+    cfg.also_devices = [kind_config(cfg.device, device) for device in also]
+    cfg.speedup_of = args.speedup_of
     cfg.output_dir = args.output_dir
     cfg.wandb, cfg.wandb_project, cfg.quiet = args.wandb, args.wandb_project, args.quiet
     cfg.measure_after_finetune = args.measure_after_finetune
@@ -421,6 +448,16 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.cache_dir is not None:
         cfg.cache_dir = args.cache_dir
     return cfg
+
+
+def _kinds(args: argparse.Namespace, space: Any) -> tuple[str, list[str]]:
+    """(target kind, other kinds): the flags' when either --device or --also-device is given, else the space
+    file's ``devices`` list (its first is the target), else the default device alone."""
+    if args.device is not None or args.also_device:
+        return args.device or default("device"), list(args.also_device or [])
+    if space.devices:
+        return space.devices[0], list(space.devices[1:])
+    return default("device"), []
 
 
 def _needed_epochs(space: Any) -> int:

@@ -15,6 +15,7 @@ A space file (``search_spaces/NAME.yaml``) holds::
       lr: 0.01                 # a plain value is fixed, not searched
     finetune: {epochs: 3, lr: 0.01}       # TrainConfig fields; may refer to params
     search: {num_samples: 16}             # defaults the CLI can override
+    devices: [CPU, ort:CPU]               # optional: kinds every candidate is measured on, the first the target
     schedule: {version: 1, pruners: ...}  # Distiller's schedule format
 
 Anywhere in ``schedule`` or ``finetune`` the string ``${name}`` stands for the
@@ -54,6 +55,7 @@ _TOP_KEYS = {
     "finetune",
     "search",
     "schedule",
+    "devices",
 }
 _SEARCH_KEYS = {"num_samples", "max_concurrent", "initial_points"}
 
@@ -75,6 +77,7 @@ class SearchSpace:
     std: str = ""
     constants: dict[str, Any] = field(default_factory=dict)  # params given a plain value: fixed, not searched
     schedule_file: bool = False  # a plain Distiller schedule (--schedule): its keys have no ``schedule.`` prefix
+    devices: tuple[str, ...] = ()  # kinds measured, the target first (--device, --also-device); () = the flags'
 
     @property
     def fixed(self) -> bool:
@@ -197,7 +200,20 @@ def _parse(name: str, path: Path, doc: Any) -> SearchSpace:
         mean=_stats(doc.get("mean"), "mean"),
         std=_stats(doc.get("std"), "std"),
         constants=constants,
+        devices=_devices(doc.get("devices")),
     )
+
+
+def _devices(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(
+            "devices: a list of device kinds, the target first (e.g. [CPU, ort:CPU]), as --device and --also-device"
+        )
+    return tuple(v.strip() for v in value)
 
 
 def _weights(value: Any, path: Path) -> Path | None:

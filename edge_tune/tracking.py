@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_tune.errors import UserError
+from edge_tune.kinds import kind_columns
 from edge_tune.outcome import TrialRow
 
 __all__ = ["MODES", "log_summary", "resolve_mode", "trial_callbacks"]
@@ -59,9 +60,9 @@ def trial_callbacks(project: str, group: str, mode: str) -> list[Any]:
 
         def _handle_checkpoint(self, checkpoint_path: str) -> None:
             # Instead of uploading the whole checkpoint as an artifact: its per-layer latency table.
-            table = Path(checkpoint_path, "layers.csv")
-            if table.exists():  # in the summary: the checkpoint can come before its result's history step
-                self._wandb.run.summary["layers"] = _table(table)
+            for table in Path(checkpoint_path).glob("layers*.csv"):  # layers_<kind>.csv: --also-device's
+                # In the summary: the checkpoint can come before its result's history step.
+                self._wandb.run.summary[table.stem] = _table(table)
 
     class Logger(WandbLoggerCallback):  # type: ignore[misc]
         _logger_actor_cls = TrialLogger
@@ -109,7 +110,8 @@ def log_summary(
         config={k: v for k, v in experiment.items() if k != "device_stats"},
     )
     try:
-        tables = {name: _table(out_dir / f"{name}.csv") for name in ("results", "pareto", "layers")}
+        names = ["results", "pareto", "layers", *sorted(p.stem for p in out_dir.glob("layers_*.csv"))]
+        tables = {name: _table(out_dir / f"{name}.csv") for name in names if (out_dir / f"{name}.csv").exists()}
         run.log({name: t for name, t in tables.items() if t is not None})
         figures = sorted((out_dir / "figures").glob("*.png"))
         if figures:
@@ -122,6 +124,8 @@ def log_summary(
             run.summary["best/top1_judged"] = o.top1_judged
             run.summary["best/latency_ms_normalised"] = o.latency_ms_normalised(reference)
             run.summary["best/trial_id"] = best.trial_id
+            for column, value in kind_columns(o.kinds).items():  # --also-device: each kind's own
+                run.summary[f"best/{column}"] = value
         run.summary["feasible"] = best is not None
         if (out_dir / "best").is_dir():
             artifact = wandb.Artifact(re.sub(r"[^\w.-]", "_", f"{group}-best"), type="model")

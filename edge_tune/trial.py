@@ -31,6 +31,7 @@ from edge_tune.device import LatencyResult, get_device
 from edge_tune.device.engine import unpack_ir
 from edge_tune.errored import earlier_error
 from edge_tune.export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
+from edge_tune.kinds import combine, kind_fields, kind_slug
 from edge_tune.layers import write_layers
 from edge_tune.objective import Objective
 from edge_tune.outcome import REPEAT, TrialOutcome
@@ -63,6 +64,9 @@ class TrialContext:
     normalisation: tuple[tuple[float, ...] | None, tuple[float, ...] | None] = (None, None)  # --mean, --std
     truncate_lr: bool = False  # --truncate-lr: an lr scheduler's policy may outlast fine-tuning
     experiment_dir: Path | None = None  # where errored_trials.json is: a trial there is not run again
+    target_kind: str = "CPU"  # --device: the kind device_actor measures
+    also_devices: tuple[tuple[str, str], ...] = ()  # --also-device: (kind, actor name) of each other kind
+    speedup_of: str = "target"  # the speed-up the objective uses (edge_tune.kinds)
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -89,22 +93,28 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         model, schedule, example, lambda m: make_optimizer(m, cfg), lambda: activation_batches(data, cfg)
     )
     train_on = torch.device("cuda" if ctx.gpus and torch.cuda.is_available() else "cpu")
-    device = get_device(ctx.device_actor)
+    devices = {ctx.target_kind: get_device(ctx.device_actor)}
+    devices.update({kind: get_device(name) for kind, name in ctx.also_devices})
     # Latency depends only on the architecture, which a schedule of pruners
     # fixes in advance: measure the planned network while fine-tuning runs.
-    latency_ref = None
+    latency_refs: dict[str, Any] = {}
     if not ctx.measure_after_finetune and schedule.planned:
         planned, _ = compression.planned_model()
-        latency_ref = device.benchmark.remote(deployable(planned, example, schedule, data)[1])
-        del planned
+        blob = deployable(planned, example, schedule, data)[1]
+        latency_refs = {kind: device.benchmark.remote(blob) for kind, device in devices.items()}
+        del planned, blob
     model.to(train_on)  # Ray's CUDA_VISIBLE_DEVICES makes "cuda" this trial's GPU
     if train_on.type == "cuda":  # channels-last convolutions are the fast layout for mixed precision
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def epoch_end(epoch: int, loss: float, acc: Accuracy) -> None:
         compression.on_epoch_end(epoch)
-        ready = ray.wait([latency_ref], timeout=0)[0] if latency_ref is not None else []
-        speedup = ray.get(ready[0]).speedup if ready else math.nan
+        refs = list(latency_refs.values())
+        ready = ray.wait(refs, num_returns=len(refs), timeout=0)[0] if refs else []
+        speedup = math.nan
+        if refs and len(ready) == len(refs):
+            measured = dict(zip(latency_refs, ray.get(refs), strict=True))
+            speedup = combine(measured, ctx.target_kind, ctx.speedup_of).speedup
         progress = TrialOutcome(
             epoch=epoch + 1,
             epochs=cfg.epochs,
@@ -128,12 +138,19 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     model.cpu()  # what the device runs is exported from the CPU copy
     acc = evaluate(model, data.val)
     final_onnx, final_blob = deployable(model, example, schedule, data)
-    on_device = ray.get(device.evaluate.remote(final_blob))
-    latency = ray.get(latency_ref if latency_ref is not None else device.benchmark.remote(final_blob))
-    if latency.ov_macs != pruned.macs_after:  # O0: the device runs the network we pruned
-        raise ExportMismatch(f"OpenVINO counts {latency.ov_macs:,} MACs, PyTorch {pruned.macs_after:,}")
-    if list(latency.ov_conv_shapes) != conv_shapes_torch(model):
-        raise ExportMismatch(f"OpenVINO's convolutions {latency.ov_conv_shapes} are not PyTorch's")
+    accuracy_refs = {kind: device.evaluate.remote(final_blob) for kind, device in devices.items()}
+    if not latency_refs:
+        latency_refs = {kind: device.benchmark.remote(final_blob) for kind, device in devices.items()}
+    measured = dict(zip(latency_refs, ray.get(list(latency_refs.values())), strict=True))
+    device_top1 = dict(zip(accuracy_refs, ray.get(list(accuracy_refs.values())), strict=True))
+    for kind, result in measured.items():  # O0: every device runs the network we pruned
+        where = f" on {kind}" if len(measured) > 1 else ""
+        if result.ov_macs != pruned.macs_after:
+            raise ExportMismatch(f"the runtime counts {result.ov_macs:,} MACs{where}, PyTorch {pruned.macs_after:,}")
+        if list(result.ov_conv_shapes) != conv_shapes_torch(model):
+            raise ExportMismatch(f"the runtime's convolutions{where} {result.ov_conv_shapes} are not PyTorch's")
+    latency = combine(measured, ctx.target_kind, ctx.speedup_of)
+    on_device = min(device_top1.values(), key=lambda a: a.top1)  # what ships must hold on every kind
     outcome = TrialOutcome(
         final=True,
         epoch=cfg.epochs,
@@ -150,6 +167,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         channels={g.members[0]: g.channels_after for g in pruned.groups},
         zeros=pruned.zeros,
         int8=schedule.quantizer is not None,
+        kinds=kind_fields(measured, {k: a.top1 for k, a in device_top1.items()}) if len(measured) > 1 else {},
     )
     ctx.objective.judge(outcome)
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,6 +190,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         Path(tmp, "architecture.json").write_text(json.dumps(architecture, indent=2))
         write_layers(Path(tmp, "layers.csv"), latency.layers)
         write_layers(Path(tmp, "baseline_layers.csv"), latency.baseline_layers)  # profiled alongside
+        for other, _ in ctx.also_devices:  # each other kind's, on its own device
+            write_layers(Path(tmp, f"layers_{kind_slug(other)}.csv"), measured[other].layers)
+            write_layers(Path(tmp, f"baseline_layers_{kind_slug(other)}.csv"), measured[other].baseline_layers)
         tune.report(outcome.to_dict(), checkpoint=tune.Checkpoint.from_directory(tmp))
 
 

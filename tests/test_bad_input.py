@@ -53,6 +53,7 @@ def _files(d: Path) -> dict[str, Path]:
     write("bad_arg.yaml", SPACE.replace("group_type: Filters", "group_type: Rows", 1))
     write("refused_arg.yaml", SPACE.replace("group_type: Filters", "group_type: Filters\n      levels: {a: 1}", 1))
     write("recipe.yaml", RECIPE)
+    write("devices_not_a_list.yaml", SPACE.replace("dataset: digits\n", "dataset: digits\ndevices: {CPU: 1}\n", 1))
     write("recipe_bad_weight.yaml", RECIPE.replace("module.layer1.0.bn2.weight", "module.layer1.0.bn9.weight"))
     write("recipe_no_policies.yaml", RECIPE.split("policies:")[0])
     write("recipe_list.yaml", "- a\n")
@@ -118,6 +119,12 @@ def _cases(f: dict[str, Path], tmp: Path) -> list[tuple[str, list[str], str]]:
         ("an ONNX Runtime provider not here", [*fp, "--device", "ort:NoSuch"], "ort:CPU"),
         ("ONNX Runtime at bf16", [*fp, "--device", "ort:CPU", "--precision", "bf16"], "--precision bf16"),
         ("ONNX Runtime and INT8", ["--space", "filter_prune_int8", "--device", "ort:CPU"], "schedule.quantizers"),
+        ("ONNX Runtime beside, and INT8", ["--space", "filter_prune_int8", "--also-device", "ort:CPU"],
+         "--also-device ort:CPU"),
+        ("a kind measured twice", [*fp, "--device", "CPU", "--also-device", "cpu"], "--also-device cpu"),
+        ("another kind not here", [*fp, "--also-device", "ort:NoSuch"], "--also-device ort:NoSuch"),
+        ("the worst of one kind", [*fp, "--speedup-of", "worst"], "--speedup-of worst"),
+        ("a devices list that is not one", ["--space", str(f["devices_not_a_list.yaml"])], "devices"),
         ("confirmation of a fixed schedule", ["--schedule", str(f["recipe.yaml"]), "--confirm", "2"], "--confirm 2"),
         ("sieve where no architecture is fixed", ["--space", "fine_grained_agp", "--searcher", "sieve"], "sieve"),
         ("sieve without the constraint", [*fp, "--searcher", "sieve", "--objective", "combined"], "sieve"),

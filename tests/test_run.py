@@ -27,10 +27,12 @@ def run_smoke(space: str, cache_dir: Path, out: Path, *extra: str):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("out")
-    # Sieve, which screens candidates on the device actor and the driver's data before each suggestion;
+    # Sieve, which screens candidates on the device actors and the driver's data before each suggestion;
     # two search trials, then the better one fine-tuned again with another seed (a threshold both clear).
+    # Two kinds: every candidate on OpenVINO CPU and on ONNX Runtime CPU, the search on their geometric mean.
     extra = ("--name", "smoke", "--wandb", "offline", "--searcher", "sieve", "--num-samples", "3", "--confirm", "1",
-             "--confirm-seeds", "1", "--accuracy-threshold", "10")  # fmt: skip
+             "--confirm-seeds", "1", "--accuracy-threshold", "10", "--also-device", "ort:CPU",
+             "--speedup-of", "geomean")  # fmt: skip
     return run_smoke("filter_prune", cache_dir, out, *extra), out / "smoke"
 
 
@@ -262,6 +264,31 @@ def test_a_distiller_schedule_runs_as_written_and_a_threshold_it_misses_names_th
     assert f"the closest was {best['trial_id']}" in proc.stdout
 
 
+def test_every_kind_is_measured_against_its_own_baseline_and_reported(smoke):
+    """--also-device ort:CPU --speedup-of geomean: each kind's own speed-up, p50 and layers, in every output."""
+    proc, exp = smoke
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = json.loads((exp / "best.json").read_text())
+    kinds = best["experiment"]["kinds"]
+    assert set(kinds) == {"CPU", "ort:CPU"} and best["experiment"]["speedup_of"] == "geomean"
+    assert best["experiment"]["also_devices"][0]["resource"] == "edge_device_ort_cpu"
+    assert all(k["latency_ms"] > 0 and k["top1_device"] > 50 for k in kinds.values())  # each baseline measured
+    for r in csv.DictReader(open(exp / "results.csv")):
+        cpu, ort = float(r["speedup_cpu"]), float(r["speedup_ort_cpu"])
+        assert float(r["speedup"]) == pytest.approx(math.sqrt(cpu * ort))  # what the search optimised
+        assert float(r["speedup_ci_low_ort_cpu"]) <= ort <= float(r["speedup_ci_high_ort_cpu"])
+        # Each kind's speed-up is its own baseline's p50 over the candidate's, on the same device.
+        for slug in ("cpu", "ort_cpu"):
+            assert float(r[f"latency_ms_{slug}"]) > 0 and float(r[f"baseline_latency_ms_{slug}"]) > 0
+        # The lowest device top-1 over the kinds is the one judged.
+        assert float(r["top1_device"]) == min(float(r["top1_device_cpu"]), float(r["top1_device_ort_cpu"]))
+        assert (exp / r["checkpoint"] / "layers_ort_cpu.csv").exists()
+    assert list(csv.DictReader(open(exp / "layers_ort_cpu.csv")))  # the chosen trial's, on ONNX Runtime
+    page = (exp / "report.html").read_text()
+    assert "On every device kind" in page and "figures/layers_ort_cpu.png" in page
+    assert "on each kind: CPU " in proc.stderr + proc.stdout
+
+
 def test_results_dir_is_inside_output_dir(smoke):
     _, exp = smoke
     assert isinstance(exp, Path) and (exp / "experiment.json").exists()
@@ -306,13 +333,17 @@ def test_wandb_offline_runs_hold_config_epochs_results_layers_and_the_model(smok
         (final,) = [h for h in run["history"] if h.get("final") is True]
         assert final["speedup"] == pytest.approx(float(row["speedup"]))
         assert final["top1_device"] == pytest.approx(float(row["top1_device"]))
+        assert final["kinds/ort:CPU/speedup"] == pytest.approx(float(row["speedup_ort_cpu"]))  # Tune flattens
+        assert run["summary"]["layers_ort_cpu"]["nrows"] > 0  # each kind's per-layer table
         layers = run["summary"]["layers"]  # the trial's per-layer latency table
         n_layers = len(list(csv.DictReader(open(exp / row["checkpoint"] / "layers.csv"))))
         assert layers["_type"] == "table-file" and layers["nrows"] == n_layers > 0
     (folder,) = exp.glob("wandb/offline-run-*")
     summary = run_contents(folder)
     assert summary["config"]["space"] == "filter_prune" and "baseline" in summary["config"]
-    assert {"results", "pareto", "layers"} <= {k.split("/")[0] for h in summary["history"] for k in h}
+    assert {"results", "pareto", "layers", "layers_ort_cpu"} <= {k.split("/")[0] for h in summary["history"] for k in h}
+    if best_row := json.loads((exp / "best.json").read_text()).get("metrics"):
+        assert summary["summary"]["best/speedup_ort_cpu"] == pytest.approx(best_row["kinds"]["ort:CPU"]["speedup"])
     best = json.loads((exp / "best.json").read_text())
     assert summary["summary"]["feasible"] == best["feasible"]
     (files,) = [v for k, v in summary["artifacts"].items() if k.startswith("smoke-best")]

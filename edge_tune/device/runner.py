@@ -132,13 +132,13 @@ def _layers(rows: list[dict[str, Any]]) -> tuple[LayerTiming, ...]:
     return tuple(LayerTiming(**{**r, "fused": tuple(r["fused"])}) for r in rows)
 
 
-def check_device_name(device: str, available: list[str], runtime: str) -> None:
+def check_device_name(device: str, available: list[str], runtime: str, flag: str = "--device") -> None:
     """``--device`` names a device the runtime has here (``GPU.1`` by its family too; AUTO/MULTI/HETERO pass;
     ``ort:CPU``: an ONNX Runtime execution provider)."""
     family = device.split(":")[0].split(".")[0]
     if family not in ("AUTO", "MULTI", "HETERO") and device not in available and family not in available:
         what = runtime if runtime.startswith("ONNX Runtime") else f"OpenVINO {runtime}"
-        raise UserError(f"--device {device}: {what} has no such device here; available: {', '.join(available)}")
+        raise UserError(f"{flag} {device}: {what} has no such device here; available: {', '.join(available)}")
 
 
 class DeviceRunner:
