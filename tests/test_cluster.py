@@ -1,7 +1,8 @@
-"""The cluster: cluster.yaml against Ray's own validation, and a real three-node Ray cluster on this machine
-(head, trial worker, edge host with ``edge_device``) running edge_tune as a Ray job."""
+"""The cluster: cluster.yaml against Ray's own validation, and a real four-node Ray cluster on this machine
+(head, trial worker, two edge hosts of two kinds) running edge_tune as a Ray job."""
 
 import copy
+import csv
 import json
 import os
 import re
@@ -52,8 +53,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def three_nodes(tmp_path):
-    """``ray start`` three times: a head with no CPUs for tasks, a 2-CPU trial worker, a 1-CPU edge host."""
+def cluster_nodes(tmp_path):
+    """``ray start`` four times: a head with no CPUs for tasks, a 2-CPU trial worker, and two 1-CPU edge hosts
+    of two kinds, each advertising its kind's resource (docs/cluster.md)."""
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}  # Ray's default on `ray start`
     env.pop("RAY_ADDRESS", None)
@@ -61,7 +63,8 @@ def three_nodes(tmp_path):
     nodes = [
         ["--head", f"--port={port}", "--num-cpus=0", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"],
         [f"--address=127.0.0.1:{port}", "--num-cpus=2"],
-        [f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"edge_device": 1}'],
+        [f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"edge_device_cpu": 1}'],
+        [f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"edge_device_ort_cpu": 1}'],
     ]
     try:
         for args in nodes:
@@ -81,22 +84,24 @@ print(json.dumps([[a.class_name, nodes.get(a.node_id, {})] for a in list_actors(
 """
 
 
-def test_a_ray_job_on_three_nodes_puts_the_device_on_the_edge_host(three_nodes, cache_dir, tmp_path):
-    env, port, dashboard = three_nodes
+def test_a_ray_job_puts_each_kinds_device_on_its_edge_host(cluster_nodes, cache_dir, tmp_path):
+    """A Ray job on the head measures every candidate on OpenVINO CPU and on ONNX Runtime CPU: Ray places
+    each kind's actor on the edge host that advertises the kind, and the trials on the worker."""
+    env, port, dashboard = cluster_nodes
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
     job = subprocess.run(
         [
             ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--",
             sys.executable, "-m", "edge_tune.run", "--space", str(REPO / "search_spaces" / "filter_prune.yaml"),
-            "--smoke", "--wandb", "off", "--accuracy-threshold", "0",
+            "--smoke", "--wandb", "off", "--accuracy-threshold", "0", "--device", "CPU", "--also-device", "ort:CPU",
             "--cache-dir", str(cache_dir), "--output-dir", str(tmp_path), "--name", "job",
         ],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
     assert "Ray joined at" in job.stdout, job.stdout[-2000:]  # the job's RAY_ADDRESS: no Ray of its own
-    rows = (tmp_path / "job" / "results.csv").read_text().splitlines()
-    assert len(rows) == 3  # header and 2 trials
+    rows = list(csv.DictReader(open(tmp_path / "job" / "results.csv")))
+    assert len(rows) == 2 and all(float(r["speedup_ort_cpu"]) > 0 and float(r["speedup_cpu"]) > 0 for r in rows)
     out = subprocess.run(
         [sys.executable, "-c", PLACEMENT, f"127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=120
     )
@@ -104,8 +109,10 @@ def test_a_ray_job_on_three_nodes_puts_the_device_on_the_edge_host(three_nodes, 
     actors = json.loads(out.stdout.strip().splitlines()[-1])
     device = [res for name, res in actors if name == "EdgeDevice"]
     trials = [res for name, res in actors if name == "ImplicitFunc"]  # Tune's function trainables
-    assert device and all(res.get("edge_device") == 1 for res in device)
-    assert len(trials) == 2 and all("edge_device" not in res and res.get("CPU") == 2 for res in trials)
+    assert sorted(k for res in device for k in res if k.startswith("edge_device")) == [
+        "edge_device_cpu", "edge_device_ort_cpu",
+    ]  # fmt: skip
+    assert len(trials) == 2 and all(res.get("CPU") == 2 and not any("edge" in k for k in res) for res in trials)
 
 
 NAMED = """
