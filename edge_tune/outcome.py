@@ -121,6 +121,11 @@ class TrialOutcome:
                 kwargs[f.name] = float(v) if isinstance(v, (int, float)) else NAN
             elif kind == "str":
                 kwargs[f.name] = str(v)
+            elif f.name == "kinds":  # numbers, NaN where results.json holds null
+                kwargs[f.name] = {
+                    str(k): {str(n): float(x) if isinstance(x, (int, float)) else NAN for n, x in dict(m).items()}
+                    for k, m in dict(v).items()
+                }
             else:
                 kwargs[f.name] = dict(v)
         return cls(**kwargs)

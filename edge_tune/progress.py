@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -96,8 +97,10 @@ def progress_callback(total: int, device_actor: str, quiet: bool, every_s: float
                     f"top1 {o.top1:.2f}%"
                 )
                 return
+            kinds = ", ".join(f"{k} {v.get('speedup') or math.nan:.3f}x" for k, v in o.kinds.items())
+            each = f" ({kinds})" if kinds else ""  # --also-device: each kind's own
             log(
-                f"trial {self.done}/{total} {trial.trial_id}: speedup {o.speedup:.3f}x, "
+                f"trial {self.done}/{total} {trial.trial_id}: speedup {o.speedup:.3f}x{each}, "
                 f"top1 {o.top1:.2f}% (device {o.top1_device:.2f}%), {'feasible' if o.feasible else 'infeasible'}; "
                 + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items())
             )

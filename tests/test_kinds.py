@@ -68,7 +68,10 @@ def test_combine_worst_and_geomean():
     assert geo.speedup_ci_low < geo.speedup < geo.speedup_ci_high
     # Not converged or not cached anywhere: not so for the combination either.
     assert not combine({"CPU": cpu, "ort:CPU": replace(ort, converged=False)}, "CPU", "worst").converged
-    assert combine({"CPU": cpu, "ort:CPU": replace(ort, speedup=math.nan)}, "CPU", "geomean").speedup != 1.0
+    # A kind that measured nothing leaves the combination unmeasured, not the other kind's alone.
+    unmeasured = {"CPU": cpu, "ort:CPU": replace(ort, speedup=math.nan)}
+    assert math.isnan(combine(unmeasured, "CPU", "geomean").speedup)
+    assert math.isnan(combine(unmeasured, "CPU", "worst").speedup)
 
 
 def test_geomean_interval_covers_when_each_kind_covers():
@@ -114,3 +117,15 @@ def test_the_space_files_devices_list_unless_the_flags_name_one(tmp_path):
     assert kinds("--also-device", "ort:CPU") == ("CPU", ["ort:CPU"], "target")
     with pytest.raises(UserError, match="--speedup-of worst"):
         kinds("--device", "CPU", "--speedup-of", "worst")
+
+
+def test_kinds_come_back_from_results_json_as_numbers():
+    import json
+
+    from edge_tune.outcome import TrialOutcome, json_safe
+
+    kinds = kind_fields({"CPU": _result(1.6, 1.5, 1.7), "ort:CPU": _result(1.2, 1.1, 1.3)}, {"CPU": 97.0})
+    o = TrialOutcome(final=True, speedup=1.2, kinds=kinds)
+    back = TrialOutcome.from_dict(json.loads(json.dumps(json_safe(o.to_dict()))))
+    assert back.kinds["CPU"] == kinds["CPU"] and back.kinds["ort:CPU"]["speedup"] == 1.2
+    assert math.isnan(back.kinds["ort:CPU"]["top1_device"])  # null in the file, NaN again
