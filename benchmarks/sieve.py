@@ -120,16 +120,18 @@ class Bench:
         return self.trials[key]
 
     def search(self, name: str, seed: int, trials: int, confirm: int = 0, margin: float = 0.0) -> dict[str, Any]:
-        from edge_tune.confirm import SEED_STRIDE, config_key, held
+        from edge_tune.confirm import SEED_STRIDE, aim, config_key, held
         from edge_tune.outcome import REPEAT
         from edge_tune.screen import DeviceScreen
         from edge_tune.search import SearchSettings, make_searcher
         from edge_tune.search.confirming import Confirming
         from edge_tune.search.sieve import use_screen
 
+        target = aim(margin, CONFIRM_SEEDS) if confirm else 0.0  # as edge_tune.run gives it
         settings = SearchSettings(
-            self.space.params, self.space.search.get("initial_points", 4), seed, trials - confirm, screen=48
-        )
+            self.space.params, self.space.search.get("initial_points", 4), seed, trials - confirm, screen=48,
+            aim=target,
+        )  # fmt: skip
         screen = None
         if name == "sieve":
             screen = DeviceScreen(
@@ -171,7 +173,7 @@ class Bench:
                 feasible = [f for f, k in zip(feasible, keys, strict=True) if k not in tried]
         run: dict[str, Any] = {
             "dataset": self.dataset, "searcher": name, "seed": seed, "trials": len(rows), "confirm": confirm,
-            "margin": margin,
+            "margin": margin, "aim": target if name == "sieve" else 0.0,
             "threshold": self.threshold, "baseline_top1": self.baseline.accuracy.top1,
             "rows": rows, "screened": screen.calls if screen else 0,
             "screen_seconds": screen.seconds if screen else 0.0,
@@ -231,9 +233,16 @@ def proxies(runs: list[dict[str, Any]], subset: int) -> dict[str, Any]:
 
 def _label(run: dict[str, Any]) -> tuple[str, str, int, float]:
     """(dataset, searcher, fine-tunes kept back for confirmation, its margin): runs compared side by side.
-    Runs from before the margin was recorded had none."""
+    Runs from before the margin was recorded had none; Sieve runs from before it aimed above the threshold
+    are told apart from those after (``_searcher``)."""
     confirm = int(run.get("confirm", 0))
-    return run["dataset"], run["searcher"], confirm, float(run.get("margin", 0.0)) if confirm else 0.0
+    searcher = _searcher(run["searcher"], float(run.get("aim", 0.0)))
+    return run["dataset"], searcher, confirm, float(run.get("margin", 0.0)) if confirm else 0.0
+
+
+def _searcher(name: str, aim: float) -> str:
+    """A searcher's name in the tables: Sieve with the points above the threshold it aimed at, if any."""
+    return f"{name} aiming +{aim:.2f}" if aim else name
 
 
 def _name(searcher: str, confirm: int, margin: float) -> str:
@@ -298,7 +307,7 @@ def summary(runs: list[dict[str, Any]]) -> str:
 def main() -> None:
     import torch
 
-    from edge_tune.confirm import MARGIN
+    from edge_tune.confirm import MARGIN, aim
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=["digits", "fashion-mnist"])
@@ -320,7 +329,8 @@ def main() -> None:
         bench = None
         for seed in args.seeds:
             for name in args.searchers:
-                label = (dataset, name, args.confirm, args.confirm_margin if args.confirm else 0.0)
+                target = aim(args.confirm_margin, CONFIRM_SEEDS) if args.confirm and name == "sieve" else 0.0
+                label = (dataset, _searcher(name, target), args.confirm, args.confirm_margin if args.confirm else 0.0)
                 if any(_label(r) == label and r["seed"] == seed for r in runs):
                     continue
                 bench = bench or Bench(dataset, args.subset)

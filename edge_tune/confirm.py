@@ -57,6 +57,7 @@ __all__ = [
     "WAIT",
     "Candidate",
     "add_search_run",
+    "aim",
     "annotate",
     "candidates_from_rows",
     "check_margin",
@@ -234,6 +235,13 @@ def annotate(rows: list[TrialRow], seeds: int, margin: float = MARGIN) -> tuple[
             r.top1_lower = c.lower(margin) + threshold
         r.held = c.decided(seeds) and c.holds(margin) if c.issued >= seeds else None
     return candidates, done, sd
+
+
+def aim(margin: float, seeds: int) -> float:
+    """Points above the threshold a candidate's expected top-1 must lie for it to hold: ``margin`` standard
+    errors of a mean over its 1 + ``seeds`` runs at the prior seed noise. What a searcher that models
+    accuracy (Sieve) should aim at when its picks are confirmed."""
+    return margin * PRIOR_SD / math.sqrt(1 + seeds)
 
 
 def check_margin(margin: float) -> float:

@@ -25,6 +25,7 @@ from edge_tune.cluster import device_cpus, ray_address, start_ray, trial_gpus
 from edge_tune.compression import count_macs_params
 from edge_tune.config import RUN_FILE, ExperimentConfig
 from edge_tune.confirm import FINISHED, SEED_STRIDE, annotate, candidates_from_rows, next_run, resolve_reserve
+from edge_tune.confirm import aim as confirm_aim
 from edge_tune.contract import fit_data_to_model
 from edge_tune.data import Chunks, Dataset, load_dataset
 from edge_tune.device import DeviceAccuracy, DeviceConfig, LatencyResult, start_device
@@ -219,8 +220,9 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
     reserve = cfg.confirm or 0
     if not space.fixed:
         search = cfg.num_samples - reserve  # the searcher's own trials; the rest confirm its candidates
+        aim = confirm_aim(cfg.confirm_margin, cfg.confirm_seeds) if reserve else 0.0  # a pick must hold by it
         settings = SearchSettings(
-            space.params, cfg.initial_points, cfg.seed, search, p.objective.constrained, cfg.screen
+            space.params, cfg.initial_points, cfg.seed, search, p.objective.constrained, cfg.screen, aim
         )
         searcher = make_searcher(cfg.searcher, settings)
         if reserve:
@@ -338,6 +340,8 @@ def _summary(p: Prepared, base: OnDevice) -> dict[str, Any]:
             "seeds": cfg.confirm_seeds,
             "seed_stride": SEED_STRIDE,
             "margin_se": cfg.confirm_margin,
+            # how far above the threshold Sieve aims a candidate's top-1, points (confirm.aim)
+            "aim_points": confirm_aim(cfg.confirm_margin, cfg.confirm_seeds) if cfg.confirm else 0.0,
         },
         "measure_after_finetune": cfg.measure_after_finetune,
     }

@@ -4,6 +4,7 @@ The runtime runs in this process, in another interpreter, and as OpenVINO 2021.4
 """
 
 import math
+import re
 import statistics
 from dataclasses import replace
 
@@ -195,8 +196,16 @@ def test_layer_times_add_up_and_untouched_layers_keep_theirs(engine, request):
         print(f"{engine}: layers {100 * share:.1f} % of a profiled inference ({total:.3f} of {end_to_end:.3f} ms)")
         assert 0.9 <= share <= 1.1
     base = {lt.module: lt for lt in result.baseline_layers}
-    untouched = [lt for lt in result.layers if lt.module in base and not lt.module.startswith("layer3.")]
-    assert len(untouched) >= 15  # the stem's and stages 1 and 2's convolutions, with their shortcut
+    # The convolutions the pruning left alone: the stem's, stages 1 and 2's and stage 2's shortcut. (The pooling and
+    # the classifier take a microsecond or less, which the counters round to 0 on a fast CPU, and some runtimes
+    # fuse them away.)
+    convolution = re.compile(r"^conv1$|\.conv\d$|\.downsample\.0$")
+    untouched = [
+        lt
+        for lt in result.layers
+        if lt.module in base and not lt.module.startswith("layer3.") and convolution.search(lt.module)
+    ]
+    assert len(untouched) == 14, [lt.module for lt in untouched]
     # Their ranges over fresh compiles overlap the baseline's, to the counters' microsecond, for nearly all of
     # them: benchmarks/layer_profile.py finds 151 of 152 at 64x64, and a loaded machine once slowed one layer of one
     # copy by 1.7x in every repeat. So: most ranges overlap, and the typical untouched layer keeps its time.

@@ -76,6 +76,31 @@ def test_sieve_finds_per_block_allocations_the_uniform_sweep_cannot():
     assert min(sieve) >= sweep  # never worse than the sweep it screens, whose points it holds
 
 
+def test_with_confirmation_sieve_aims_above_the_threshold_by_the_margin():
+    """A confirmed pick must hold by the margin: Sieve aiming that far above the threshold fine-tunes
+    candidates that clear it by more, and no fewer of them clear it."""
+    from edge_tune.confirm import aim
+
+    def run(target: float, seed: int) -> list[float]:
+        searcher, rng, tops = Sieve(PARAMS, seed=seed, screen=Synthetic(), aim=target), np.random.default_rng(seed), []
+        for t in range(12):
+            r = ratios(searcher.suggest(str(t)))
+            finish(searcher, str(t), r, rng)
+            tops.append(top1(r) - THRESHOLD)
+        return tops
+
+    target = aim(1.0, 2)
+    assert target == pytest.approx(0.5 / math.sqrt(3))
+    plain = [x for s in range(4) for x in run(0.0, s)]
+    aimed = [x for s in range(4) for x in run(target, s)]
+    print(
+        f"median points above the threshold: aiming at it {statistics.median(plain):.2f}, at +{target:.2f} "
+        f"{statistics.median(aimed):.2f}; clearing it {sum(x >= 0 for x in plain)} and {sum(x >= 0 for x in aimed)}"
+    )
+    assert statistics.median(aimed) > statistics.median(plain)
+    assert sum(x >= 0 for x in aimed) >= sum(x >= 0 for x in plain)
+
+
 def test_no_baseline_no_duplicate_and_parallel_trials_get_different_architectures():
     screen = Synthetic()
     searcher = Sieve(PARAMS, seed=0, screen=screen)

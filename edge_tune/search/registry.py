@@ -29,6 +29,7 @@ class SearchSettings:
     num_samples: int = 16  # trials in the whole search (the sweep spreads over them)
     constrained: bool = True  # False for the combined objective: no constraint model
     screen: int = 48  # sieve: candidates screened before the first fine-tune (a quarter as many before each later)
+    aim: float = 0.0  # sieve: points above the threshold its models aim a top-1 at (confirmation's margin, confirm.aim)
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,15 @@ training and spends fine-tunes where they can still improve the answer:
    (``RecoveryModel``). Its hyperparameters (amplitude, length scale, noise)
    are chosen by marginal likelihood on a small grid.
 3. **Fine-tune the best expected feasible speed-up.** A candidate is worth
-   ``P(top-1 >= threshold) * max(0, ln speed-up - ln incumbent)``, where the
+   ``P(top-1 >= threshold + aim) * max(0, ln speed-up - ln incumbent)``, where the
    incumbent is the fastest fine-tuned candidate the model believes feasible
    (the baseline, 1.0, before any). A candidate identical in architecture to
    the baseline, to one fine-tuned or to one pending is never proposed; pending
    ones are also believed at their predicted recovery, so parallel trials get
-   different, informative candidates.
+   different, informative candidates. ``aim`` is 0 unless the picks are
+   confirmed (``--confirm``): then a pick must hold by the margin, so Sieve
+   aims that far above the threshold (``confirm.aim``: the margin in standard
+   errors of a mean over the candidate's runs, at the prior seed noise).
 
 The searcher runs in the driver and reaches the device and the data through
 a ``Screen`` the experiment installs (``use_screen``); a unit test gives it a
@@ -177,12 +180,14 @@ class Sieve(JsonState, Searcher):
         step: int = 12,
         diagonal: int = 15,
         screen: Screen | None = None,
+        aim: float = 0.0,
     ) -> None:
         super().__init__(metric="score", mode="max")  # the objective's score; its constraint is modelled
         self.params = params
         self.constraint_metric = "constraint"
         self.constrained = True
         self.pool_size, self.step, self.diagonal = pool, step, diagonal
+        self.aim = aim  # points above the threshold a candidate's top-1 is to reach (a confirmed pick's margin)
         self._screen = screen  # else the one installed with use_screen (never saved with the searcher)
         self._rng = np.random.default_rng(seed)
         self._pool: list[tuple[dict[str, Any], Screened]] = []  # screened candidates, one per key
@@ -288,7 +293,7 @@ class Sieve(JsonState, Searcher):
     def _feasibility(self, model: RecoveryModel, items: list[tuple[dict[str, Any], Screened]]) -> np.ndarray:
         x, gap = self._arrays(items)
         mean, sd = model.predict(x, gap)
-        margin = np.array([s.proxy for _, s in items]) + mean - self.screen.threshold
+        margin = np.array([s.proxy for _, s in items]) + mean - self.screen.threshold - self.aim
         return _phi(margin / sd)
 
     def incumbent(self, model: RecoveryModel | None = None) -> float:
@@ -391,4 +396,6 @@ class Sieve(JsonState, Searcher):
 def _sieve(s: SearchSettings) -> Searcher:
     if not s.constrained:
         raise UserError(NEEDS_CONSTRAINT)
-    return Sieve(s.params, seed=s.seed, pool=s.screen, step=max(2, s.screen // 4), diagonal=min(15, s.screen // 3))
+    return Sieve(
+        s.params, seed=s.seed, pool=s.screen, step=max(2, s.screen // 4), diagonal=min(15, s.screen // 3), aim=s.aim
+    )
