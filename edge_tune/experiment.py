@@ -33,7 +33,7 @@ from edge_tune.early_stop import make_early_stopping
 from edge_tune.errored import errored_callback
 from edge_tune.errors import UserError
 from edge_tune.finish import finish
-from edge_tune.kinds import combine, resource_for
+from edge_tune.kinds import combine, gather, resource_for
 from edge_tune.objective import Objective, check_reachable, parse_threshold
 from edge_tune.outcome import TrialRow
 from edge_tune.progress import await_device, log, progress_callback
@@ -231,8 +231,7 @@ def _search(p: Prepared, base: OnDevice, ray: Any) -> int:
             actors = {cfg.device.device: base.actor, **{k: kind.actor for k, kind in base.also.items()}}
 
             def measure(blob: bytes) -> LatencyResult:
-                refs = {k: actor.benchmark.remote(blob, False) for k, actor in actors.items()}
-                measured = dict(zip(refs, ray.get(list(refs.values())), strict=True))
+                measured = gather({k: actor.benchmark.remote(blob, False) for k, actor in actors.items()})
                 return combine(measured, cfg.device.device, cfg.speedup_of)
 
             use_screen(DeviceScreen(space, p.baseline, p.data, measure, p.objective.threshold))

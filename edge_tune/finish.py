@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from edge_tune.kinds import KIND_FIELDS
 from edge_tune.layers import format_layers
 from edge_tune.objective import Objective
 from edge_tune.outcome import TrialRow
@@ -116,10 +114,9 @@ def verdict(
         log(
             "  on each kind: "
             + "; ".join(
-                f"{kind} {n['speedup']:.3f}x ({n['latency_ms']:.3f} ms against {n['baseline_latency_ms']:.3f} ms, "
-                f"top1 {n['top1_device']:.2f}%)"
+                f"{kind} {v['speedup']:.3f}x ({v['latency_ms']:.3f} ms against {v['baseline_latency_ms']:.3f} ms, "
+                f"top1 {v['top1_device']:.2f}%)"
                 for kind, v in o.kinds.items()
-                for n in [{k: math.nan if v.get(k) is None else v[k] for k in KIND_FIELDS}]
             )
         )
     return EXIT_OK

@@ -40,6 +40,7 @@ __all__ = [
     "SPEEDUP_OF",
     "check_kinds",
     "combine",
+    "gather",
     "kind_columns",
     "kind_config",
     "kind_fields",
@@ -60,8 +61,10 @@ def kind_slug(device: str) -> str:
 def kind_config(target: DeviceConfig, device: str) -> DeviceConfig:
     """The configuration of another kind beside ``target``: its own actor and resource, one device, the same
     timing, threads and precision."""
-    name = f"{target.actor_name}_{kind_slug(device)}"
-    return replace(target, device=device, resource=f"{target.resource}_{kind_slug(device)}", actor_name=name, count=1)
+    slug = kind_slug(device)
+    return replace(
+        target, device=device, resource=f"{target.resource}_{slug}", actor_name=f"{target.actor_name}_{slug}", count=1
+    )
 
 
 def resource_for(target: DeviceConfig, cluster: Mapping[str, float]) -> DeviceConfig:
@@ -88,6 +91,13 @@ def check_kinds(target: str, also: list[str], speedup_of: str) -> None:
             f"--speedup-of {speedup_of}: only --device {target} is measured, so its speed-up is the only one; "
             "add the other kinds with --also-device (or a devices list in the space file)"
         )
+
+
+def gather(refs: Mapping[str, Any]) -> dict[str, Any]:
+    """``ray.get`` of one request to each kind's actor, by kind: ``{kind: result}``."""
+    import ray
+
+    return dict(zip(refs, ray.get(list(refs.values())), strict=True))
 
 
 def combine(results: Mapping[str, LatencyResult], target: str, how: str) -> LatencyResult:

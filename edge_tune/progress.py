@@ -97,7 +97,7 @@ def progress_callback(total: int, device_actor: str, quiet: bool, every_s: float
                     f"top1 {o.top1:.2f}%"
                 )
                 return
-            kinds = ", ".join(f"{k} {v.get('speedup') or math.nan:.3f}x" for k, v in o.kinds.items())
+            kinds = ", ".join(f"{k} {v.get('speedup', math.nan):.3f}x" for k, v in o.kinds.items())
             each = f" ({kinds})" if kinds else ""  # --also-device: each kind's own
             log(
                 f"trial {self.done}/{total} {trial.trial_id}: speedup {o.speedup:.3f}x{each}, "

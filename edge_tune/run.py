@@ -414,10 +414,10 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         check_address(args.address or os.environ["RAY_ADDRESS"])
     target, also = _kinds(args, space)
     check_kinds(target, also, args.speedup_of)
+    if args.device_python and local:
+        _interpreter(args.device_python)  # on a cluster it lives on the edge host, not here
     for device, flag in [(target, "--device"), *((d, "--also-device") for d in also)]:
-        if args.device_python and local:
-            _interpreter(args.device_python)  # on a cluster it lives on the edge host, not here
-        elif local:  # the device is this machine's: its name is checked now, not after Ray has started
+        if local and not args.device_python:  # this machine's device: checked now, not after Ray has started
             _check_local_device(device, args.precision, flag)
         if device.startswith(ORT_PREFIX) and space.schedule.get("quantizers"):
             what = f"--schedule {space.path}" if args.schedule else f"--space {space.path}"

@@ -31,7 +31,7 @@ from edge_tune.device import LatencyResult, get_device
 from edge_tune.device.engine import unpack_ir
 from edge_tune.errored import earlier_error
 from edge_tune.export import ExportMismatch, conv_shapes_torch, to_onnx, verify_export
-from edge_tune.kinds import combine, kind_fields, kind_slug
+from edge_tune.kinds import combine, gather, kind_fields, kind_slug
 from edge_tune.layers import write_layers
 from edge_tune.objective import Objective
 from edge_tune.outcome import REPEAT, TrialOutcome
@@ -113,8 +113,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         ready = ray.wait(refs, num_returns=len(refs), timeout=0)[0] if refs else []
         speedup = math.nan
         if refs and len(ready) == len(refs):
-            measured = dict(zip(latency_refs, ray.get(refs), strict=True))
-            speedup = combine(measured, ctx.target_kind, ctx.speedup_of).speedup
+            speedup = combine(gather(latency_refs), ctx.target_kind, ctx.speedup_of).speedup
         progress = TrialOutcome(
             epoch=epoch + 1,
             epochs=cfg.epochs,
@@ -141,8 +140,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     accuracy_refs = {kind: device.evaluate.remote(final_blob) for kind, device in devices.items()}
     if not latency_refs:
         latency_refs = {kind: device.benchmark.remote(final_blob) for kind, device in devices.items()}
-    measured = dict(zip(latency_refs, ray.get(list(latency_refs.values())), strict=True))
-    device_top1 = dict(zip(accuracy_refs, ray.get(list(accuracy_refs.values())), strict=True))
+    measured, device_top1 = gather(latency_refs), gather(accuracy_refs)
     for kind, result in measured.items():  # O0: every device runs the network we pruned
         where = f" on {kind}" if len(measured) > 1 else ""
         if result.ov_macs != pruned.macs_after:
