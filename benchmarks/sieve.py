@@ -49,6 +49,7 @@ OUT = REPO / "docs" / "benchmarks"
 RESULTS = OUT / "sieve.json"
 SPACE = "filter_prune_blocks"
 JUDGE_SEEDS = (100, 200)  # added to the search's seed for the two extra fine-tunes of its pick
+PROXY_VAL_SIZES = (500, 1000, 2000)  # --proxy: validation samples the proxy is also scored on
 CONFIRM_SEEDS = 2  # --confirm: repeats of each candidate, with seed + 1000 and + 2000 (edge_tune.confirm)
 
 
@@ -176,7 +177,7 @@ class Bench:
             "margin": margin, "aim": target if name == "sieve" else 0.0,
             "threshold": self.threshold, "baseline_top1": self.baseline.accuracy.top1,
             "rows": rows, "screened": screen.calls if screen else 0,
-            "screen_seconds": screen.seconds if screen else 0.0,
+            "screen_seconds": screen.seconds if screen else 0.0, "proxy_val": len(screen.val) if screen else 0,
         }  # fmt: skip
         if feasible:
             speedup, i = max(feasible)
@@ -194,25 +195,31 @@ class Bench:
         return run
 
 
-def proxies(runs: list[dict[str, Any]], subset: int) -> dict[str, Any]:
+def proxies(runs: list[dict[str, Any]], subset: int, datasets: list[str]) -> dict[str, Any]:
     """The accuracy proxy of every distinct configuration the runs fine-tuned, against its fine-tuned top-1
-    (the mean over every seed that fine-tuned it), by Spearman's rank correlation, per dataset."""
+    (the mean over every seed that fine-tuned it), by Spearman's rank correlation, per dataset: scored on
+    the whole validation split and on the class-stratified samples of ``PROXY_VAL_SIZES`` images (the
+    screen's is ``edge_tune.screen.PROXY_VAL_IMAGES``), with the seconds each candidate's proxy took."""
     import torch
     from scipy.stats import spearmanr
 
     from edge_tune.compression import CompressionScheduler, parse_schedule
-    from edge_tune.proxy import proxy_top1
+    from edge_tune.proxy import proxy_top1, validation_sample
+    from edge_tune.screen import PROXY_IMAGES, PROXY_VAL_IMAGES
     from edge_tune.space import find_space
     from edge_tune.train import TrainConfig, make_optimizer
 
     space, out = find_space(SPACE), {}
-    for dataset in sorted({r["dataset"] for r in runs}):
+    for dataset in sorted({r["dataset"] for r in runs} & set(datasets)):
         data, baseline = load(dataset, subset)
+        vals = {len(data.val): data.val} | {
+            n: validation_sample(data.val, n) for n in PROXY_VAL_SIZES if n < len(data.val)
+        }  # fmt: skip
         tuned: dict[str, list[float]] = {}
         for r in (r for r in runs if r["dataset"] == dataset):
             for row in r["rows"]:
                 tuned.setdefault(json.dumps(row["config"], sort_keys=True), []).append(row["top1"])
-        rows = []
+        rows, seconds = [], dict.fromkeys(vals, 0.0)
         for config, top1 in tuned.items():
             model = baseline.build(data.num_classes, data.in_channels)
             example = torch.zeros(1, *data.input_shape)
@@ -220,29 +227,52 @@ def proxies(runs: list[dict[str, Any]], subset: int) -> dict[str, Any]:
             planned, _ = CompressionScheduler(
                 model, schedule, example, lambda m: make_optimizer(m, TrainConfig())
             ).planned_model()
-            rows.append({"config": config, "finetuned": statistics.mean(top1), "proxy": proxy_top1(planned, data, 256)})
+            row: dict[str, Any] = {"config": config, "finetuned": statistics.mean(top1), "proxy_by_val": {}}
+            for n, val in vals.items():
+                started = time.perf_counter()
+                row["proxy_by_val"][str(n)] = proxy_top1(planned, data, PROXY_IMAGES, val=val)
+                seconds[n] += time.perf_counter() - started
+            row["proxy"] = row["proxy_by_val"][str(min(PROXY_VAL_IMAGES, len(data.val)))]
+            rows.append(row)
         near = [x for x in rows if x["finetuned"] >= baseline.accuracy.top1 - 1.0]
 
-        def rho(xs: list[dict[str, Any]]) -> float:
-            return float(spearmanr([x["proxy"] for x in xs], [x["finetuned"] for x in xs]).statistic)
+        def rho(xs: list[dict[str, Any]], n: int) -> float:
+            return float(spearmanr([x["proxy_by_val"][str(n)] for x in xs], [x["finetuned"] for x in xs]).statistic)
 
-        out[dataset] = {"configs": len(rows), "near": len(near), "all": rho(rows), "near_rho": rho(near), "rows": rows}
-        print(f"{dataset}: proxy against fine-tuned top-1 over {len(rows)} configurations: {out[dataset]['all']:.3f}")
+        screen = min(PROXY_VAL_IMAGES, len(data.val))
+        by_val = {
+            str(n): {"all": rho(rows, n), "near_rho": rho(near, n), "seconds_each": seconds[n] / len(rows)}
+            for n in vals
+        }  # fmt: skip
+        out[dataset] = {
+            "configs": len(rows), "near": len(near), "val_images": screen, "all": rho(rows, screen),
+            "near_rho": rho(near, screen), "by_val": by_val, "rows": rows,
+        }  # fmt: skip
+        for n, b in by_val.items():
+            print(
+                f"{dataset}: proxy on {n} validation images against fine-tuned top-1 over {len(rows)} "
+                f"configurations: {b['all']:.3f} ({b['near_rho']:.3f} near), {b['seconds_each']:.2f} s each"
+            )
     return out
 
 
 def _label(run: dict[str, Any]) -> tuple[str, str, int, float]:
     """(dataset, searcher, fine-tunes kept back for confirmation, its margin): runs compared side by side.
-    Runs from before the margin was recorded had none; Sieve runs from before it aimed above the threshold
-    are told apart from those after (``_searcher``)."""
+    Runs from before the margin was recorded had none; Sieve runs from before it aimed above the threshold,
+    or whose proxy was scored on more validation images than the screen's sample, are told apart from the
+    others (``_searcher``)."""
     confirm = int(run.get("confirm", 0))
-    searcher = _searcher(run["searcher"], float(run.get("aim", 0.0)))
+    searcher = _searcher(run["searcher"], float(run.get("aim", 0.0)), int(run.get("proxy_val", 0)))
     return run["dataset"], searcher, confirm, float(run.get("margin", 0.0)) if confirm else 0.0
 
 
-def _searcher(name: str, aim: float) -> str:
-    """A searcher's name in the tables: Sieve with the points above the threshold it aimed at, if any."""
-    return f"{name} aiming +{aim:.2f}" if aim else name
+def _searcher(name: str, aim: float, proxy_val: int = 0) -> str:
+    """A searcher's name in the tables: Sieve with the points above the threshold it aimed at, if any, and
+    the validation images its proxy was scored on where that was more than the screen scores on now."""
+    from edge_tune.screen import PROXY_VAL_IMAGES
+
+    named = f"{name} aiming +{aim:.2f}" if aim else name
+    return f"{named}, proxy on {proxy_val} images" if proxy_val > PROXY_VAL_IMAGES else named
 
 
 def _name(searcher: str, confirm: int, margin: float) -> str:
@@ -291,13 +321,19 @@ def summary(runs: list[dict[str, Any]]) -> str:
             )
     proxy_file = OUT / "sieve_proxy.json"
     if proxy_file.exists():
-        lines += ["", "The accuracy proxy (256 images) against fine-tuned top-1 over the configurations these runs "
-                  "fine-tuned (Spearman; `python benchmarks/sieve.py --proxy`, `sieve_proxy.json`):", ""]  # fmt: skip
+        lines += ["", "The accuracy proxy (batch norms re-estimated on 256 training images) against fine-tuned "
+                  "top-1 over the configurations these runs fine-tuned (Spearman; `python benchmarks/sieve.py "
+                  "--proxy`, `sieve_proxy.json`):", ""]  # fmt: skip
         for dataset, p in json.loads(proxy_file.read_text()).items():
             lines.append(
                 f"- {dataset}: {p['all']:.3f} over {p['configs']} configurations; {p['near_rho']:.3f} over the "
                 f"{p['near']} within a point of the baseline"
             )
+            for n, b in sorted(p.get("by_val", {}).items(), key=lambda nb: int(nb[0])):
+                lines.append(
+                    f"  - scored on {n} validation images{' (the screen)' if int(n) == p['val_images'] else ''}: "
+                    f"{b['all']:.3f}, {b['near_rho']:.3f} near, {b['seconds_each']:.2f} s a candidate"
+                )
     reading = OUT / "sieve_reading.md"  # written by hand from the tables above; kept when they are rewritten
     if reading.exists():
         lines += ["", reading.read_text().rstrip()]
@@ -322,7 +358,9 @@ def main() -> None:
     torch.set_num_threads(2)
     runs = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     if args.proxy:
-        (OUT / "sieve_proxy.json").write_text(json.dumps(proxies(runs, args.subset), indent=1))
+        proxy_file = OUT / "sieve_proxy.json"
+        kept = json.loads(proxy_file.read_text()) if proxy_file.exists() else {}
+        proxy_file.write_text(json.dumps(kept | proxies(runs, args.subset, args.datasets), indent=1))
         (OUT / "sieve.md").write_text(summary(runs))
         return
     for dataset in args.datasets:

@@ -373,7 +373,7 @@ def _build_tuner(
     resources = {"cpu": cfg.trial_cpus, **({"gpu": ctx.gpus} if ctx.gpus else {})}
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     callbacks = [
-        progress_callback(cfg.num_samples, cfg.device.actor_name, cfg.quiet),
+        progress_callback(cfg.num_samples, cfg.device.actor_name, cfg.quiet, confirming=bool(cfg.confirm)),
         errored_callback(),
         ledger_callback(),
     ]

@@ -37,7 +37,9 @@ def await_device(ref: Any, what: str, device: DeviceConfig, quiet: bool, every_s
     return ray.get(ref)
 
 
-def progress_callback(total: int, device_actor: str, quiet: bool, every_s: float = 15.0) -> Any:
+def progress_callback(
+    total: int, device_actor: str, quiet: bool, every_s: float = 15.0, confirming: bool = False
+) -> Any:
     import ray
     from ray.tune import Callback
 
@@ -45,8 +47,9 @@ def progress_callback(total: int, device_actor: str, quiet: bool, every_s: float
 
     class Progress(Callback):
         """A line per finished trial and, every ``every_s`` seconds when it changed, a status line: trials
-        done, running and queued, the device's queue and the best feasible speed-up so far. Tune's own
-        tables are off. ``quiet``: none of it."""
+        done, running and queued, the device's queue and the best feasible speed-up so far (``confirming``:
+        of one fine-tune, which confirmation may not keep). Tune's own tables are off. ``quiet``: none of
+        it."""
 
         def __init__(self) -> None:
             self.done = 0
@@ -76,6 +79,8 @@ def progress_callback(total: int, device_actor: str, quiet: bool, every_s: float
             running = sum(t.status == "RUNNING" for t in trials)
             queued = total - len(trials) + sum(t.status == "PENDING" for t in trials)
             best = f"{self.best[0]:.3f}x ({self.best[1]})" if self.best else "none yet"
+            if confirming and self.best:
+                best += "; one fine-tune: confirmation names the pick"
             line = (
                 f"status: {self.done}/{total} trials done, {running} running, {queued} queued; device queue "
                 f"{'?' if self.queue is None else self.queue}{self.job}; best feasible speedup {best}"

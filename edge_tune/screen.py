@@ -9,7 +9,8 @@ trained the same way. The speed-up is the device's, without a per-layer
 profile (``benchmark(profile=False)``, interleaved with the baseline and
 cached by structure like every measurement); the proxy is top-1 after
 re-estimating the batch norms on ``images`` training images
-(``edge_tune.proxy``). A configuration whose architecture is the baseline's
+(``edge_tune.proxy``), scored on a fixed class-stratified sample of at most
+``val_images`` validation images. A configuration whose architecture is the baseline's
 is the baseline, and one whose key was screened before gets that key's
 figures (Sieve keeps one candidate per key): neither is exported, measured
 or scored again.
@@ -31,7 +32,7 @@ from edge_tune.data import Dataset
 from edge_tune.device import LatencyResult
 from edge_tune.errors import UserError
 from edge_tune.progress import log
-from edge_tune.proxy import proxy_top1
+from edge_tune.proxy import proxy_top1, validation_sample
 from edge_tune.search.sieve import Screened
 from edge_tune.space import SearchSpace
 from edge_tune.train import TrainConfig, make_optimizer
@@ -39,6 +40,7 @@ from edge_tune.train import TrainConfig, make_optimizer
 __all__ = ["DeviceScreen", "check_screenable"]
 
 PROXY_IMAGES = 256  # training images the proxy re-estimates the batch norms on
+PROXY_VAL_IMAGES = 2000  # validation images it is scored on, at most (the same ones for every candidate)
 
 
 def check_screenable(space: SearchSpace) -> None:
@@ -71,17 +73,20 @@ class DeviceScreen:
         measure: Callable[[bytes], LatencyResult],
         threshold: float,
         images: int = PROXY_IMAGES,
+        val_images: int = PROXY_VAL_IMAGES,
     ) -> None:
         self.space, self._base, self.data, self.measure = space, baseline, data, measure
         self.threshold = threshold
         self.images = images
+        self.val = validation_sample(data.val, val_images)
         self.example = torch.zeros(1, *data.input_shape)
         model = baseline.build(data.num_classes, data.in_channels).eval()
-        self.baseline = Screened(
-            json.dumps({"arch": architecture(model), "int8": False}), 1.0, proxy_top1(model, data, images)
-        )
+        self.baseline = Screened(json.dumps({"arch": architecture(model), "int8": False}), 1.0, self._proxy(model))
         self._seen: dict[str, Screened] = {self.baseline.key: self.baseline}  # by key: pruned the same way
         self.calls, self.seconds = 0, 0.0
+
+    def _proxy(self, model: nn.Module) -> float:
+        return proxy_top1(model, self.data, self.images, val=self.val)
 
     def __call__(self, config: dict[str, Any]) -> Screened:
         from edge_tune.trial import deployable
@@ -103,7 +108,7 @@ class DeviceScreen:
         screened = self._seen.get(key)
         if screened is None:
             latency = self.measure(deployable(planned, self.example, schedule, self.data)[1])
-            screened = self._seen[key] = Screened(key, latency.speedup, proxy_top1(planned, self.data, self.images))
+            screened = self._seen[key] = Screened(key, latency.speedup, self._proxy(planned))
         self.calls += 1
         self.seconds += time.perf_counter() - started
         if self.calls % 16 == 0:

@@ -37,3 +37,23 @@ def test_the_proxy_recovers_what_stale_statistics_lose(digits):
     assert stale < trained - 20
     assert proxy_top1(model, digits, images=512) > stale + 20
     assert evaluate(model, digits.val).top1 == stale  # the proxy works on a copy
+
+
+def test_the_validation_sample_keeps_each_class_share_and_the_images_with_their_labels():
+    from edge_tune.data import TensorSplit
+    from edge_tune.proxy import validation_sample
+
+    y = torch.tensor([0] * 600 + [1] * 300 + [2] * 100)
+    x = torch.arange(len(y), dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
+    split = TensorSplit(x, y)
+    assert validation_sample(split, 1000) is split  # small enough: the split itself
+    sample = validation_sample(split, 200, seed=3)
+    assert len(sample) == 200 and sample.image_shape == (1, 2, 2)
+    assert torch.bincount(sample.labels).tolist() == [120, 60, 20]
+    assert list(sample.indices) == sorted(set(sample.indices))  # distinct, in index order
+    assert validation_sample(split, 200, seed=3) == sample and validation_sample(split, 200, seed=4) != sample
+    seen = [(xb[:, 0, 0, 0].long(), yb) for xb, yb in sample.batches(64)]
+    index = torch.cat([i for i, _ in seen])
+    assert index.tolist() == list(sample.indices)  # each image is the split's image at that index ...
+    assert torch.equal(torch.cat([yb for _, yb in seen]), y[index])  # ... with its own label
+    assert torch.equal(sample.images([0, 199]), x[[sample.indices[0], sample.indices[199]]])
