@@ -121,10 +121,17 @@ def test_a_hung_server_misses_its_deadline_instead_of_hanging_the_trial(second_p
     assert runner.engine._proc.poll() is not None  # and the stopped server was killed
 
 
-def test_an_interpreter_without_openvino_is_a_user_error(tmp_path):
+def test_an_interpreter_without_openvino_is_a_user_error(tmp_path, monkeypatch):
     import subprocess
     import sys
 
+    drain = RemoteEngine._drain
+
+    def late_drain(self):  # stderr read only after the exit is seen: the error must still carry it
+        time.sleep(0.5)
+        drain(self)
+
+    monkeypatch.setattr(RemoteEngine, "_drain", late_drain)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
     with pytest.raises(UserError) as err:
         RemoteEngine(str(tmp_path / "bare" / "bin" / "python"), "CPU", "f32", 1, timeout_s=60)

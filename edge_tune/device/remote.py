@@ -54,7 +54,8 @@ class RemoteEngine:
         except OSError as exc:
             raise UserError(f"--device-python {python}: cannot start it ({exc.strerror})") from None
         weakref.finalize(self, _stop, self._proc)
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
         assert self._proc.stdin is not None
         os.set_blocking(self._proc.stdin.fileno(), False)
         try:
@@ -149,6 +150,7 @@ class RemoteEngine:
     def _died(self, what: str) -> EngineDied:
         _stop(self._proc)
         code = self._proc.poll()
+        self._drainer.join(timeout=5.0)  # the exited server's last words may still be in the pipe
         tail = " | ".join(line for line in self._stderr if "[WARN]" not in line)[-1500:]
         return EngineDied(
             f"device server ({self.python}, exit code {code}): {what}" + (f"; stderr: {tail}" if tail else "")
