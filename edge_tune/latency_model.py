@@ -6,12 +6,12 @@ inner_groups``: a block's inner width, which no residual add couples). So the
 device is asked once, up front, how each group's layers take longer or shorter
 as its width changes:
 
-- ``levels`` copies of the baseline are built, and each inner group goes
-  through every fraction k / K of its filters once (``round(C * k / K)`` of C
-  kept, at least one), each group in its own shuffled order: a group of 64
-  filters is measured at every width when K is 64, one of 16 at each width
-  four times, and always beside groups at other widths, as in a per-block
-  candidate;
+- K - 1 copies of the baseline are built (K is ``levels``), and each inner
+  group goes through every fraction k / K of its filters once (``round(C * k /
+  K)`` of C kept, at least one), each group in its own shuffled order: a group
+  of 64 filters is measured at every width when K is 64, one of 16 at each
+  width four times, and always beside groups at other widths, as in a
+  per-block candidate;
 - each copy is profiled on the device interleaved with the baseline
   (``device.profile``); per group, the time of every node whose module the
   group's width changes (its convolutions, the ones reading them, what is fused
@@ -20,10 +20,24 @@ as its width changes:
 - those ratios, per group and width, are the group's latency staircase
   (``round_to`` effects included: every width of a 64-filter group is a point).
 
+A layer's time depends also on the model around it: the same convolution runs
+faster in a copy shrunk as a whole than beside full-width layers (less to keep
+in cache). So the levels are measured in two designs: the shuffled one above,
+where every copy keeps about half of the model, and a uniform one, where copy k
+puts every group at k / K and so spans every size. Each copy's *context* is the
+share of the groups' filters it keeps, weighted by the groups' time (1 in the
+baseline). The same width of a group measured in both designs, in different
+contexts, gives one context term for the whole model: log ratio = log r(width)
++ beta * (context - 1), beta fitted by least squares within each (group, width)
+(``fit_context``). The tables keep each ratio with its copy's context; a
+prediction brings them back to the baseline's context and puts them in the
+candidate's.
+
 A candidate's time is then the baseline's layers with each group's share scaled
 by its ratio at the candidate's width (the median of its measurements, or the
-straight line between the nearest measured widths), plus a constant: the
-runtime's own work between layers, which filter pruning leaves as it is. The
+straight line between the nearest measured widths) and by the context term,
+plus a constant: the runtime's own work between layers, which filter pruning
+leaves as it is. The
 speed-up predicted is the baseline's time over that. The constant is not read
 off a profile (a profiled inference spends more than an unprofiled one between
 layers and inside them), but fitted so that the levels' predicted speed-ups
@@ -57,7 +71,16 @@ from edge_tune.device.profile import LayerTiming
 from edge_tune.export import to_onnx
 from edge_tune.sensitivity import inner_groups
 
-__all__ = ["GroupTable", "LatencyModel", "conv_shapes", "fit_overhead", "group_widths", "on_device"]
+__all__ = [
+    "GroupTable",
+    "LatencyModel",
+    "context_of",
+    "conv_shapes",
+    "fit_context",
+    "fit_overhead",
+    "group_widths",
+    "on_device",
+]
 
 
 def conv_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -80,21 +103,30 @@ class GroupTable:
     channels: int  # its width in the baseline
     baseline_ms: float  # its layers' time in the baseline (median over the build's profiles)
     points: dict[int, list[float]] = field(default_factory=dict)  # width -> ratios measured
+    contexts: dict[int, list[float]] = field(default_factory=dict)  # width -> each ratio's copy's context
 
-    def ratio(self, width: int) -> float:
-        """The group's time at ``width`` over its time in the baseline."""
+    def at(self, width: int, beta: float = 0.0) -> float:
+        """The median ratio measured at ``width``, each brought back to the baseline's context by ``beta``
+        (a ratio without a recorded context was measured in the baseline's)."""
+        ctx = self.contexts.get(width, [])
+        return statistics.median(
+            r * math.exp(-beta * ((ctx[i] if i < len(ctx) else 1.0) - 1)) for i, r in enumerate(self.points[width])
+        )
+
+    def ratio(self, width: int, beta: float = 0.0) -> float:
+        """The group's time at ``width`` over its time in the baseline, in the baseline's context."""
         if width >= self.channels:
             return 1.0
         if width in self.points:
-            return statistics.median(self.points[width])
+            return self.at(width, beta)
         widths = sorted(self.points)
         i = bisect.bisect_left(widths, width)
         lo = widths[i - 1] if i > 0 else None
         hi = widths[i] if i < len(widths) else self.channels
-        r_hi = statistics.median(self.points[hi]) if hi in self.points else 1.0
+        r_hi = self.at(hi, beta) if hi in self.points else 1.0
         if lo is None:
             return r_hi
-        r_lo = statistics.median(self.points[lo])
+        r_lo = self.at(lo, beta)
         return r_lo + (r_hi - r_lo) * (width - lo) / (hi - lo)
 
 
@@ -107,6 +139,8 @@ class LatencyModel:
     levels: int
     build_s: float  # wall time of the build, device time included
     profiled_overhead_ms: float = 0.0  # what the profiles leave outside the layers (before the fit; for reports)
+    context_beta: float = 0.0  # the context term: a group's log time grows by beta * (context - 1)
+    designs: tuple[str, ...] = ("uniform", "shuffled")
 
     @property
     def baseline_ms(self) -> float:
@@ -120,19 +154,27 @@ class LatencyModel:
         affected = {m: g for g, t in self.groups.items() for m in t.affected}
         return all(shape == self.shapes[m] or m in affected for m, shape in shapes.items())
 
-    def predict_ms(self, model: nn.Module, overhead_ms: float | None = None) -> float | None:
+    def context(self, model: nn.Module) -> float:
+        """The share of the groups' filters ``model`` keeps, weighted by their time in the baseline."""
+        widths = group_widths(model, self.groups)
+        return context_of({g: (widths.get(g, t.channels), t.channels, t.baseline_ms) for g, t in self.groups.items()})
+
+    def predict_ms(self, model: nn.Module, overhead_ms: float | None = None, context: bool = True) -> float | None:
         """The candidate's time per inference, profiled-layer scale; None if the tables do not cover it."""
         if not self.covers(model):
             return None
         widths = group_widths(model, self.groups)
         o = self.overhead_ms if overhead_ms is None else overhead_ms
-        groups = sum(t.baseline_ms * t.ratio(widths.get(g, t.channels)) for g, t in self.groups.items())
-        return self.rest_ms + o + groups
+        beta = self.context_beta if context else 0.0
+        scale = math.exp(beta * (self.context(model) - 1))
+        groups = sum(t.baseline_ms * t.ratio(widths.get(g, t.channels), beta) for g, t in self.groups.items())
+        return self.rest_ms + o + groups * scale
 
-    def predict(self, model: nn.Module, overhead_ms: float | None = None) -> float | None:
+    def predict(self, model: nn.Module, overhead_ms: float | None = None, context: bool = True) -> float | None:
         """The candidate's speed-up over the baseline; None if the tables do not cover its architecture.
-        ``overhead_ms``: another constant than the fitted one (to compare)."""
-        ms = self.predict_ms(model, overhead_ms)
+        ``overhead_ms``: another constant than the fitted one; ``context=False``: the same measurements
+        without the context term, as if beta were 0 (both to compare)."""
+        ms = self.predict_ms(model, overhead_ms, context)
         if ms is None:
             return None
         o = self.overhead_ms if overhead_ms is None else overhead_ms
@@ -147,10 +189,14 @@ class LatencyModel:
         levels: int = 64,
         log: Callable[[str], None] = lambda _: None,
         seed: int = 0,
+        designs: tuple[str, ...] = ("uniform", "shuffled"),
     ) -> LatencyModel:
-        """Measure the tables: ``levels`` copies of ``baseline``, each profiled interleaved with it by
-        ``benchmark`` (a pruned model to its ``LatencyResult``: ``DeviceRunner.benchmark`` of its ONNX, whose
-        baseline is ``baseline``; ``on_device`` makes one)."""
+        """Measure the tables: ``levels`` - 1 copies of ``baseline`` in each of ``designs``, each profiled
+        interleaved with it by ``benchmark`` (a pruned model to its ``LatencyResult``: ``DeviceRunner.benchmark``
+        of its ONNX, whose baseline is ``baseline``; ``on_device`` makes one). With one design only, there is
+        no context term (beta 0): the tables hold that design's context."""
+        if not designs or not set(designs) <= {"uniform", "shuffled"}:
+            raise ValueError(f"designs: {designs!r}; each one of 'uniform', 'shuffled'")
         start = time.perf_counter()
         baseline = copy.deepcopy(baseline).eval()
         shapes = conv_shapes(baseline)
@@ -162,14 +208,18 @@ class LatencyModel:
         rest: list[float] = []
         overhead: list[float] = []
         fit: list[tuple[float, float, float]] = []  # per level: layers of baseline and copy, speed-up measured
-        # Each group goes through every level once, in its own shuffled order: a group of C filters is
-        # still measured at every width when C <= levels, but beside groups at other widths, as in a
-        # per-block candidate. (All at the same fraction, the copies shrink as a whole, and each layer
-        # gains from the smaller model around it: on ResNet-56 that over-predicted per-block candidates
-        # by a median 10 %.)
+        seen: dict[tuple[str, int], list[tuple[float, float]]] = {}  # (group, width) -> (context, ratio)
+        # In each design every group goes through every level once. Shuffled: each group in its own order,
+        # so always beside groups at other widths, as in a per-block candidate, and each copy keeps about
+        # half. Uniform: every group at the same level, so the copies shrink as a whole, as a per-stage
+        # candidate does. Alone, either design's tables carry its context (uniform over-predicted
+        # per-block candidates of ResNet-56 by a median 10 %; shuffled under-predicted per-stage ones).
         rng = random.Random(seed)
-        order = {g: rng.sample(range(1, levels), levels - 1) for g in tables}
-        for k in range(1, levels):
+        shuffled = {g: rng.sample(range(1, levels), levels - 1) for g in tables}
+        uniform = {g: list(range(1, levels)) for g in tables}
+        runs = [(d, k) for d in designs for k in range(1, levels)]
+        for i, (design, k) in enumerate(runs, 1):
+            order = uniform if design == "uniform" else shuffled
             pruned = copy.deepcopy(baseline)
             keep = {g: _keep(t.channels, order[g][k - 1], levels) for g, t in tables.items()}
             specs = [
@@ -182,14 +232,20 @@ class LatencyModel:
             result = benchmark(pruned)
             cand, base = _by_group(result.layers, owner), _by_group(result.baseline_layers, owner)
             widths = group_widths(pruned, tables)
-            for g, t in tables.items():
-                if base.get(g, 0.0) > 0 and widths[g] < t.channels:
-                    t.points.setdefault(widths[g], []).append(cand.get(g, 0.0) / base[g])
+            ctx = context_of({g: (widths[g], t.channels, base.get(g, 0.0)) for g, t in tables.items()})
+            for g in tables:
+                if base.get(g, 0.0) > 0:
+                    seen.setdefault((g, widths[g]), []).append((ctx, cand.get(g, 0.0) / base[g]))
                 base_sums[g].append(base.get(g, 0.0))
             rest.append(base.get("", 0.0))
             overhead.append(result.baseline_profiled_ms * (1 - result.baseline_layers_share))
             fit.append((sum(base.values()), sum(cand.values()), result.speedup))
-            log(f"level {k}/{levels - 1}: speed-up {result.speedup:.3f}x measured")
+            log(f"{design} level {k}/{levels - 1} ({i}/{len(runs)}): speed-up {result.speedup:.3f}x measured")
+        beta = fit_context(list(seen.values())) if len(designs) > 1 else 0.0
+        for (g, width), obs in seen.items():
+            if width < tables[g].channels:  # as measured; ``ratio`` brings them back to the baseline's context
+                tables[g].points[width] = [r for _, r in obs]
+                tables[g].contexts[width] = [c for c, _ in obs]
         for g, t in tables.items():
             t.baseline_ms = statistics.median(base_sums[g]) if base_sums[g] else 0.0
         return cls(
@@ -200,7 +256,33 @@ class LatencyModel:
             levels=levels,
             build_s=time.perf_counter() - start,
             profiled_overhead_ms=statistics.median(overhead) if overhead else 0.0,
+            context_beta=beta,
+            designs=tuple(designs),
         )
+
+
+def context_of(groups: dict[str, tuple[int, int, float]]) -> float:
+    """A copy's context: the share of the groups' filters it keeps, each group (width, channels, time in
+    the baseline) weighted by its time; 1.0 for the baseline (and where no group has a time)."""
+    total = sum(ms for _, _, ms in groups.values())
+    if total <= 0:
+        return 1.0
+    return sum(ms * min(w / c, 1.0) for w, c, ms in groups.values()) / total
+
+
+def fit_context(cells: list[list[tuple[float, float]]]) -> float:
+    """beta in log ratio = a(cell) + beta * context, by least squares within each cell: a cell is one
+    group at one width, its (context, ratio) observations; cells measured in one context say nothing."""
+    num = den = 0.0
+    for obs in cells:
+        pts = [(c, math.log(r)) for c, r in obs if r > 0]
+        if len(pts) < 2:
+            continue
+        mc = statistics.fmean(c for c, _ in pts)
+        my = statistics.fmean(y for _, y in pts)
+        num += sum((c - mc) * (y - my) for c, y in pts)
+        den += sum((c - mc) ** 2 for c, _ in pts)
+    return num / den if den > 1e-12 else 0.0
 
 
 def fit_overhead(levels: list[tuple[float, float, float]], steps: int = 400) -> float:
