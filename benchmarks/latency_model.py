@@ -41,7 +41,7 @@ import torch
 from edge_tune.compression import apply_pruners, parse_schedule
 from edge_tune.device import DeviceConfig, DeviceRunner, TimingPlan
 from edge_tune.export import to_onnx
-from edge_tune.latency_model import LatencyModel, on_device
+from edge_tune.latency_model import LatencyModel, on_device, within_cell
 from edge_tune.models import create_model
 from edge_tune.space import find_space, space_names
 
@@ -167,12 +167,8 @@ def context_profile(lm: LatencyModel) -> dict[str, float]:
     bins: dict[float, list[float]] = {}
     for t in lm.groups.values():
         for width, ratios in t.points.items():
-            obs = [(c, math.log(r)) for c, r in zip(t.contexts.get(width, []), ratios, strict=False) if r > 0]
-            if len(obs) < 2:
-                continue
-            mean = statistics.fmean(y for _, y in obs)
-            for c, y in obs:
-                bins.setdefault(round(c, 1), []).append(y - mean)
+            for c, _, dy in within_cell(list(zip(t.contexts.get(width, []), ratios, strict=False))):
+                bins.setdefault(round(c, 1), []).append(dy)
     return {f"{c:.1f}": statistics.fmean(v) for c, v in sorted(bins.items())}
 
 

@@ -219,6 +219,7 @@ def proxies(runs: list[dict[str, Any]], subset: int, datasets: list[str]) -> dic
         for r in (r for r in runs if r["dataset"] == dataset):
             for row in r["rows"]:
                 tuned.setdefault(json.dumps(row["config"], sort_keys=True), []).append(row["top1"])
+        screen = min(PROXY_VAL_IMAGES, len(data.val))  # the sample the screen scores on
         rows, seconds = [], dict.fromkeys(vals, 0.0)
         for config, top1 in tuned.items():
             model = baseline.build(data.num_classes, data.in_channels)
@@ -232,14 +233,13 @@ def proxies(runs: list[dict[str, Any]], subset: int, datasets: list[str]) -> dic
                 started = time.perf_counter()
                 row["proxy_by_val"][str(n)] = proxy_top1(planned, data, PROXY_IMAGES, val=val)
                 seconds[n] += time.perf_counter() - started
-            row["proxy"] = row["proxy_by_val"][str(min(PROXY_VAL_IMAGES, len(data.val)))]
+            row["proxy"] = row["proxy_by_val"][str(screen)]
             rows.append(row)
         near = [x for x in rows if x["finetuned"] >= baseline.accuracy.top1 - 1.0]
 
         def rho(xs: list[dict[str, Any]], n: int) -> float:
             return float(spearmanr([x["proxy_by_val"][str(n)] for x in xs], [x["finetuned"] for x in xs]).statistic)
 
-        screen = min(PROXY_VAL_IMAGES, len(data.val))
         by_val = {
             str(n): {"all": rho(rows, n), "near_rho": rho(near, n), "seconds_each": seconds[n] / len(rows)}
             for n in vals

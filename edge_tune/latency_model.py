@@ -80,6 +80,7 @@ __all__ = [
     "fit_overhead",
     "group_widths",
     "on_device",
+    "within_cell",
 ]
 
 
@@ -156,7 +157,9 @@ class LatencyModel:
 
     def context(self, model: nn.Module) -> float:
         """The share of the groups' filters ``model`` keeps, weighted by their time in the baseline."""
-        widths = group_widths(model, self.groups)
+        return self._context(group_widths(model, self.groups))
+
+    def _context(self, widths: dict[str, int]) -> float:
         return context_of({g: (widths.get(g, t.channels), t.channels, t.baseline_ms) for g, t in self.groups.items()})
 
     def predict_ms(self, model: nn.Module, overhead_ms: float | None = None, context: bool = True) -> float | None:
@@ -166,7 +169,7 @@ class LatencyModel:
         widths = group_widths(model, self.groups)
         o = self.overhead_ms if overhead_ms is None else overhead_ms
         beta = self.context_beta if context else 0.0
-        scale = math.exp(beta * (self.context(model) - 1))
+        scale = math.exp(beta * (self._context(widths) - 1))
         groups = sum(t.baseline_ms * t.ratio(widths.get(g, t.channels), beta) for g, t in self.groups.items())
         return self.rest_ms + o + groups * scale
 
@@ -270,19 +273,23 @@ def context_of(groups: dict[str, tuple[int, int, float]]) -> float:
     return sum(ms * min(w / c, 1.0) for w, c, ms in groups.values()) / total
 
 
+def within_cell(obs: list[tuple[float, float]]) -> list[tuple[float, float, float]]:
+    """One cell's (context, ratio) observations as (context, context - the cell's mean, log ratio - the
+    cell's mean log); empty for a cell of fewer than two positive ratios, which says nothing."""
+    pts = [(c, math.log(r)) for c, r in obs if r > 0]
+    if len(pts) < 2:
+        return []
+    mc = statistics.fmean(c for c, _ in pts)
+    my = statistics.fmean(y for _, y in pts)
+    return [(c, c - mc, y - my) for c, y in pts]
+
+
 def fit_context(cells: list[list[tuple[float, float]]]) -> float:
     """beta in log ratio = a(cell) + beta * context, by least squares within each cell: a cell is one
     group at one width, its (context, ratio) observations; cells measured in one context say nothing."""
-    num = den = 0.0
-    for obs in cells:
-        pts = [(c, math.log(r)) for c, r in obs if r > 0]
-        if len(pts) < 2:
-            continue
-        mc = statistics.fmean(c for c, _ in pts)
-        my = statistics.fmean(y for _, y in pts)
-        num += sum((c - mc) * (y - my) for c, y in pts)
-        den += sum((c - mc) ** 2 for c, _ in pts)
-    return num / den if den > 1e-12 else 0.0
+    centred = [p for obs in cells for p in within_cell(obs)]
+    den = sum(dc**2 for _, dc, _ in centred)
+    return sum(dc * dy for _, dc, dy in centred) / den if den > 1e-12 else 0.0
 
 
 def fit_overhead(levels: list[tuple[float, float, float]], steps: int = 400) -> float:
